@@ -1,0 +1,34 @@
+// Macros, ioctl numbers and globals that Swift cannot import, re-exported as constants and
+// small functions. Nothing here decides anything: it only makes the kernel and libext2fs reachable.
+#ifndef CPIFLASH_SHIM_H
+#define CPIFLASH_SHIM_H
+
+#include <stdint.h>
+#include <ext2fs/ext2fs.h>
+
+/// ioctl request numbers of <linux/fs.h> (function-like macros in C).
+extern const unsigned long piflash_BLKGETSIZE64;
+extern const unsigned long piflash_BLKSSZGET;
+extern const unsigned long piflash_BLKPBSZGET;
+extern const unsigned long piflash_BLKFLSBUF;
+extern const unsigned long piflash_BLKROGET;
+extern const unsigned long piflash_BLKRRPART;
+/// `O_DIRECT` (needs _GNU_SOURCE in C, so Glibc's Swift overlay does not always have it).
+extern const int piflash_O_DIRECT;
+
+/// `ioctl(fd, request, &out)` for requests that fill a 64-bit value. Returns -1 and sets errno on failure.
+int piflash_ioctl_u64(int fd, unsigned long request, uint64_t *out);
+/// `ioctl(fd, request, &out)` for requests that fill an int.
+int piflash_ioctl_int(int fd, unsigned long request, int *out);
+/// `ioctl(fd, request, 0)` for requests without an argument.
+int piflash_ioctl_none(int fd, unsigned long request);
+
+/// libext2fs' `unix_io_manager`, a mutable global that Swift 6 strict concurrency refuses.
+io_manager piflash_unix_io_manager(void);
+
+/// Ejects the medium of a SCSI disk (USB card readers are SCSI disks) through SG_IO:
+/// PREVENT ALLOW MEDIUM REMOVAL (allow), then START STOP UNIT with LOEJ=1, START=0.
+/// Returns 0, or -errno when an ioctl failed, or a positive SCSI status when the device refused.
+int piflash_scsi_eject(int fd);
+
+#endif

@@ -1,0 +1,3 @@
+import PiflashCommands
+
+await Piflash.main()
