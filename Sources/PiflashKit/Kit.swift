@@ -1,1 +1,2 @@
 @_exported import PiflashCore
+@_exported import PiflashPlatform

@@ -1,3 +1,3 @@
 import PiflashCommands
 
-await Piflash.main()
+await Piflash.runMain()

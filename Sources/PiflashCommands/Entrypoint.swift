@@ -1,0 +1,33 @@
+import ArgumentParser
+import Glibc
+import PiflashKit
+
+extension Piflash {
+    /// Parses and runs a command with piflash's exit statuses: usage errors exit 2 (not
+    /// ArgumentParser's 64), a ``PiflashError`` exits with its status after one clear line on stderr.
+    public static func runMain(_ arguments: [String]? = nil) async -> Never {
+        do {
+            var command = try parseAsRoot(arguments)
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+            Glibc.exit(0)
+        } catch let error as PiflashError {
+            writeAll("piflash: \(error.description)\n", to: STDERR_FILENO)
+            Glibc.exit(error.status.rawValue)
+        } catch let code as ExitCode {
+            Glibc.exit(code.rawValue)
+        } catch {
+            let code = exitCode(for: error)
+            let message = fullMessage(for: error)
+            if code == .success {
+                writeAll(message + "\n", to: STDOUT_FILENO)
+                Glibc.exit(0)
+            }
+            writeAll(message + "\n", to: STDERR_FILENO)
+            Glibc.exit(ExitStatus.usage.rawValue)
+        }
+    }
+}

@@ -1,0 +1,110 @@
+import ArgumentParser
+import PiflashKit
+
+/// `--json`: machine-readable output, one JSON object per line on stdout.
+struct OutputOptions: ParsableArguments {
+    @Flag(name: .long, help: "Print one JSON object per line on stdout: progress events, then a final result object.")
+    var json = false
+
+    /// The reporter for this output mode.
+    func reporter() -> Reporter {
+        json ? JSONLinesReporter() : TerminalReporter()
+    }
+}
+
+/// Where an image goes: a card or an image file, and how carefully.
+struct TargetOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("The card to write (e.g. /dev/sdb); it must pass the safety policy.", valueName: "DEV"))
+    var device: String?
+
+    @Option(name: .long, help: ArgumentHelp("Write into an image file instead of a card (a file, or a folder for <name>.img).", valueName: "PATH"))
+    var output: String?
+
+    @Flag(name: .long, help: "Do not ask for confirmation before overwriting the card.")
+    var yes = false
+
+    @Flag(name: .customLong("no-eject"), help: "Leave the card in the reader when done (it is flushed either way).")
+    var noEject = false
+
+    @Option(name: .long, help: ArgumentHelp("Refuse cards larger than this (e.g. 256G, 64GiB).", valueName: "SIZE"))
+    var maxSize: String = "256G"
+
+    @Option(name: .long, help: ArgumentHelp("Without --device, wait up to this long for a card to be inserted.", valueName: "SECONDS"))
+    var wait: Double = 0
+
+    func validate() throws {
+        if device != nil && output != nil {
+            throw ValidationError("give either --device or --output, not both")
+        }
+        _ = try maxSizeBytes()
+        if wait < 0 { throw ValidationError("--wait takes a number of seconds ≥ 0") }
+    }
+
+    /// `--max-size` in bytes.
+    func maxSizeBytes() throws -> UInt64 {
+        guard let bytes = parseSize(maxSize) else {
+            throw ValidationError("--max-size '\(maxSize)' is not a size like 256G, 64GiB or 32000000000")
+        }
+        return bytes
+    }
+}
+
+/// Parses `256G`, `64GiB`, `500MB`, `1T`, `4096` (binary units for single letters and `iB`, decimal for `B` suffixes).
+func parseSize(_ text: String) -> UInt64? {
+    let trimmed = text.trimmingCharacters(in: " ")
+    let digits = trimmed.prefix { $0.isNumber || $0 == "." }
+    guard let value = Double(digits), value >= 0 else { return nil }
+    let unit = trimmed.dropFirst(digits.count).lowercased()
+    let scale: Double
+    switch unit {
+    case "", "b": scale = 1
+    case "k", "kib": scale = 1024
+    case "m", "mib": scale = 1024 * 1024
+    case "g", "gib": scale = 1024 * 1024 * 1024
+    case "t", "tib": scale = 1024 * 1024 * 1024 * 1024
+    case "kb": scale = 1e3
+    case "mb": scale = 1e6
+    case "gb": scale = 1e9
+    case "tb": scale = 1e12
+    default: return nil
+    }
+    return UInt64(value * scale)
+}
+
+extension String {
+    func trimmingCharacters(in set: Character) -> String {
+        var slice = Substring(self)
+        while slice.first == set { slice = slice.dropFirst() }
+        while slice.last == set { slice = slice.dropLast() }
+        return String(slice)
+    }
+}
+
+/// Prints a job's result the way the output mode wants it and turns it into the exit status.
+func finish(_ result: FlashResult, json: Bool) throws {
+    if json {
+        writeAll(result.json.serialized() + "\n", to: 1)
+    } else {
+        writeAll(result.summary + "\n", to: 1)
+        if let line = result.knownHostsLine, result.ok {
+            writeAll("\nknown_hosts line (pin it before first boot):\n\(line)\n", to: 1)
+        }
+    }
+    if !result.ok { throw ExitCode(result.exitCode) }
+}
+
+/// Reports an error that stopped a command before (or instead of) a job: as a `result` object
+/// with `--json`, else on stderr; then exits with its status.
+func failEarly(_ error: PiflashError, json: Bool, host: String? = nil, image: String? = nil, device: String? = nil, output: String? = nil) throws -> Never {
+    if json {
+        var result = FlashResult()
+        result.host = host
+        result.image = image
+        result.device = device
+        result.output = output
+        result.fail(error)
+        writeAll(result.json.serialized() + "\n", to: 1)
+        throw ExitCode(error.status.rawValue)
+    }
+    throw error
+}

@@ -1,0 +1,206 @@
+import Glibc
+import PiflashPlatform
+
+/// What a write produced: the digest of the uncompressed image, its length, and a CRC-32 per
+/// chunk so a read-back mismatch can be localised.
+public struct WriteOutcome: Sendable {
+    /// SHA-256 of the uncompressed image.
+    public var sha256: [UInt8]
+    /// Uncompressed bytes written.
+    public var bytes: UInt64
+    /// CRC-32 of each `chunkSize` chunk, in order.
+    public var chunkCRCs: [UInt32]
+    /// The chunk size the CRCs were taken over.
+    public var chunkSize: Int
+    /// Seconds from the first byte written to the final `fsync`.
+    public var seconds: Double
+}
+
+/// Streams an image onto a device or file through a bounded ring of aligned buffers:
+/// decompression and hashing on one thread, `pwrite` on another, never more than `depth` chunks in
+/// memory. The first MiB (the partition table) is zeroed before anything else and written last,
+/// after everything else is on the medium, so an interrupted card never looks valid.
+public struct DirectWriter: Sendable {
+    /// The unit of I/O and of the per-chunk CRCs.
+    public var chunkSize: Int
+    /// How many chunk buffers the ring holds.
+    public var depth: Int
+    /// The head kept back and written last.
+    public static let headSize = 1 << 20
+
+    public init(chunkSize: Int = 4 << 20, depth: Int = 4) {
+        precondition(chunkSize % Self.headSize == 0, "chunks are whole MiB")
+        self.chunkSize = chunkSize
+        self.depth = depth
+    }
+
+    private struct Chunk {
+        var buffer: AlignedBuffer
+        var offset: UInt64
+    }
+
+    /// Writes the image.
+    ///
+    /// - Parameters:
+    ///   - reader: the uncompressed image bytes.
+    ///   - target: the open device or file (`O_DIRECT` where possible).
+    ///   - total: the uncompressed size if known, for progress.
+    ///   - reporter: receives `write` progress.
+    /// - Returns: the digest, length and per-chunk CRCs.
+    /// - Throws: the first error of either thread: a corrupt image (exit 2), an I/O error naming
+    ///   the byte offset (exit 1), an interrupt (exit 1).
+    public func write(
+        from reader: ImageReader, to target: borrowing DeviceFile, total: UInt64?, reporter: Reporter
+    ) throws -> WriteOutcome {
+        let fd = target.descriptor
+        let path = target.path
+        let sector = target.logicalSectorSize()
+        let isFile = !target.isBlockDevice
+
+        // Invalidate whatever partition table the target holds before writing anything else.
+        let head = AlignedBuffer(count: Self.headSize)
+        head.bytes.initializeMemory(as: UInt8.self, repeating: 0)
+        head.used = Self.headSize
+        try DirectWriter.writeHead(head, fd: fd, path: path, isFile: isFile)
+
+        let free = Channel<AlignedBuffer>(capacity: depth)
+        let filled = Channel<Chunk>(capacity: depth)
+        for _ in 0..<depth { free.send(AlignedBuffer(count: chunkSize)) }
+
+        let failure = Locked<PiflashError?>(nil)
+        func fail(_ error: Error) {
+            failure.withLock { existing in
+                if existing == nil {
+                    existing = error as? PiflashError ?? PiflashError.failure("\(error)")
+                }
+            }
+            free.close()
+            filled.close()
+        }
+
+        // Producer: decompress, hash, CRC.
+        let digest = Locked<(sha: [UInt8], bytes: UInt64, crcs: [UInt32])>(([], 0, []))
+        let chunkSize = self.chunkSize
+        let producer = WorkerThread {
+            var hasher = StreamHasher()
+            var crcs: [UInt32] = []
+            var offset: UInt64 = 0
+            do {
+                while let buffer = free.receive() {
+                    let n = try reader.read(into: buffer.bytes)
+                    if n == 0 {
+                        free.send(buffer)
+                        break
+                    }
+                    let data = UnsafeRawBufferPointer(rebasing: buffer.bytes[0..<n])
+                    hasher.update(data)
+                    crcs.append(crc32(0, data))
+                    // O_DIRECT writes whole sectors: pad the last chunk with zeros.
+                    let padded = (n + sector - 1) / sector * sector
+                    if padded > n {
+                        (buffer.bytes.baseAddress! + n).initializeMemory(as: UInt8.self, repeating: 0, count: padded - n)
+                    }
+                    buffer.used = padded
+                    let chunk = Chunk(buffer: buffer, offset: offset)
+                    offset += UInt64(n)
+                    if n < chunkSize {
+                        // The image ended inside this chunk.
+                        guard filled.send(chunk) else { return }
+                        break
+                    }
+                    guard filled.send(chunk) else { return }
+                }
+                digest.withLock { $0 = (hasher.finalize(), offset, crcs) }
+                filled.close()
+            } catch {
+                fail(error)
+            }
+        }
+
+        // Writer: this thread.
+        let started = monotonicSeconds()
+        reporter.begin("write", total: total)
+        var written: UInt64 = 0
+        var lastEnd: UInt64 = 0
+        do {
+            while let chunk = filled.receive() {
+                try Interrupts.check("writing at byte \(chunk.offset) of \(path)")
+                var data = chunk.buffer.filled
+                var offset = chunk.offset
+                if offset == 0 {
+                    // Keep the head back: it is written last.
+                    let headBytes = min(data.count, Self.headSize)
+                    head.bytes.copyMemory(from: UnsafeRawBufferPointer(rebasing: data[0..<headBytes]))
+                    head.used = headBytes
+                    data = UnsafeRawBufferPointer(rebasing: data[headBytes...])
+                    offset = UInt64(headBytes)
+                }
+                if !data.isEmpty {
+                    try DeviceFile.write(fd, data, at: offset, path: path)
+                }
+                lastEnd = offset + UInt64(data.count)
+                written = chunk.offset + UInt64(chunk.buffer.used)
+                reporter.progress("write", done: min(written, total ?? written), total: total)
+                free.send(chunk.buffer)
+            }
+        } catch var error as PiflashError {
+            error = DirectWriter.explain(error, fd: fd, isFile: isFile)
+            fail(error)
+        } catch {
+            fail(error)
+        }
+        producer.join()
+        if let error = failure.withLock({ $0 }) { throw error }
+        _ = lastEnd
+
+        let result = digest.withLock { $0 }
+        try Interrupts.check("flushing \(path)")
+        // Everything but the head is written: make it durable, then write the head and flush again.
+        try retryingEINTR("fsync", path: path) { fsync(fd) }
+        if result.bytes > 0 {
+            try DirectWriter.writeHead(head, fd: fd, path: path, isFile: isFile)
+        }
+        if isFile {
+            // The last chunk was padded to whole sectors; a file ends where the image ends.
+            try retryingEINTR("ftruncate", path: path) { ftruncate(fd, off_t(result.bytes)) }
+            try retryingEINTR("fsync", path: path) { fsync(fd) }
+        }
+        let seconds = monotonicSeconds() - started
+        reporter.end("write", bytes: result.bytes, seconds: seconds)
+        return WriteOutcome(sha256: result.sha, bytes: result.bytes, chunkCRCs: result.crcs, chunkSize: chunkSize, seconds: seconds)
+    }
+
+    /// Says what a failed write on a card most likely means: removed (its size dropped to 0) or failing.
+    static func explain(_ error: PiflashError, fd: Int32, isFile: Bool) -> PiflashError {
+        guard !isFile, error.call == "pwrite", let offset = error.offset else { return error }
+        var explained = error
+        var size: UInt64 = 0
+        if blockDeviceSize(fd, &size), size == 0 {
+            explained.message = "the card was removed while writing at byte \(offset) (its size is now 0)"
+            explained.hint = "insert it again and start over; it holds no valid image"
+        } else if let code = error.errno, code == ENOSPC || code == EIO {
+            explained.message = "the card failed to store data at byte \(offset): \(String(cString: strerror(code)))"
+            explained.hint = "the card is failing, counterfeit or was removed; try another card"
+        }
+        return explained
+    }
+
+    /// Writes the head buffer at offset 0 and makes it durable.
+    static func writeHead(_ head: AlignedBuffer, fd: Int32, path: String, isFile: Bool) throws {
+        let sectorPadded = (head.used + 511) / 512 * 512
+        if sectorPadded > head.used {
+            (head.bytes.baseAddress! + head.used).initializeMemory(as: UInt8.self, repeating: 0, count: sectorPadded - head.used)
+        }
+        try DeviceFile.write(fd, UnsafeRawBufferPointer(rebasing: head.bytes[0..<sectorPadded]), at: 0, path: path)
+        try retryingEINTR("fsync", path: path) { fsync(fd) }
+    }
+
+    /// Zeroes the first MiB of a target that holds a failed or unverified write, so it never looks
+    /// like a valid card. Best effort: the target may be gone.
+    public static func invalidate(_ target: borrowing DeviceFile) {
+        let zeros = AlignedBuffer(count: headSize)
+        zeros.bytes.initializeMemory(as: UInt8.self, repeating: 0)
+        zeros.used = headSize
+        try? writeHead(zeros, fd: target.descriptor, path: target.path, isFile: !target.isBlockDevice)
+    }
+}

@@ -1,0 +1,177 @@
+import Glibc
+import PiflashPlatform
+
+/// Where a flash goes: a card (a block device chosen and checked by the safety policy) or an
+/// image file (`--output`).
+public struct FlashTarget: Sendable {
+    public enum Kind: Sendable { case device, output }
+    public var kind: Kind
+    /// The device node or the output file.
+    public var path: String
+    /// What the journal and the summary say about the card.
+    public var model: String?
+    public var serial: String?
+    public var byPath: String?
+    public var bus: String?
+    /// The size the safety policy saw.
+    public var size: UInt64?
+    /// Whether to eject the card when done (`--no-eject` turns it off).
+    public var eject: Bool
+
+    public init(kind: Kind, path: String, model: String? = nil, serial: String? = nil, byPath: String? = nil,
+                bus: String? = nil, size: UInt64? = nil, eject: Bool = true) {
+        self.kind = kind
+        self.path = path
+        self.model = model
+        self.serial = serial
+        self.byPath = byPath
+        self.bus = bus
+        self.size = size
+        self.eject = eject
+    }
+}
+
+/// The host-provisioning step run after a verified write: locate the root partition on the target,
+/// inject the bootstrap files, and verify them (SPEC steps 5–6). Given the target path.
+public struct Injection: Sendable {
+    public var run: @Sendable (_ targetPath: String, _ reporter: Reporter) throws -> [InjectedFile]
+
+    public init(run: @escaping @Sendable (_ targetPath: String, _ reporter: Reporter) throws -> [InjectedFile]) {
+        self.run = run
+    }
+}
+
+/// One flash, SPEC steps 3–7: open the target exclusively with `O_DIRECT`, check its capacity,
+/// stream the image, read it back, inject and verify the host's files, flush and eject.
+/// Never reports success without having read back what is on the target; on any failure after the
+/// first byte was written the target's first MiB is zeroed, so it never looks valid.
+public struct FlashJob: Sendable {
+    public var image: ImageSource
+    public var target: FlashTarget
+    public var host: String?
+    public var injection: Injection?
+    public var hostKeyFingerprint: String?
+    public var knownHostsLine: String?
+    public var writer = DirectWriter()
+    public var verifier = ReadBackVerifier()
+
+    public init(image: ImageSource, target: FlashTarget, host: String? = nil, injection: Injection? = nil,
+                hostKeyFingerprint: String? = nil, knownHostsLine: String? = nil) {
+        self.image = image
+        self.target = target
+        self.host = host
+        self.injection = injection
+        self.hostKeyFingerprint = hostKeyFingerprint
+        self.knownHostsLine = knownHostsLine
+    }
+
+    /// Runs the job. Never throws: failures are in the result, with the exit status.
+    public func run(reporter: Reporter) -> FlashResult {
+        var result = FlashResult()
+        result.host = host
+        result.image = image.path
+        result.compression = image.compression.rawValue
+        switch target.kind {
+        case .device: result.device = target.path
+        case .output: result.output = target.path
+        }
+        do {
+            try execute(into: &result, reporter: reporter)
+            result.ok = true
+            result.hostKeyFingerprint = hostKeyFingerprint
+            result.knownHostsLine = knownHostsLine
+        } catch let error as PiflashError {
+            result.fail(error)
+        } catch {
+            result.fail(PiflashError.failure("\(error)"))
+        }
+        return result
+    }
+
+    private func execute(into result: inout FlashResult, reporter: Reporter) throws {
+        try image.checkStoredFileDigest(reporter: reporter)
+        let reader = try image.open()
+        let file: DeviceFile
+        switch target.kind {
+        case .device:
+            file = try DeviceFile(path: target.path, mode: .readWrite, direct: true, exclusive: true)
+            if file.isReadOnly() {
+                throw PiflashError.refused("\(target.path) is read-only", path: target.path,
+                                           hint: "check the lock switch on the side of the card")
+            }
+            let size = try file.size()
+            if size == 0 {
+                throw PiflashError.refused("\(target.path) has no medium (size 0)", path: target.path, hint: "insert a card")
+            }
+            if let needed = image.uncompressedSize, needed > size {
+                throw PiflashError.refused(
+                    "\(target.path) (\(formatBytes(size))) is smaller than the image (\(formatBytes(needed)))", path: target.path)
+            }
+            reporter.begin("capacity", total: nil)
+            let probeStarted = monotonicSeconds()
+            try CapacityProbe.check(file, size: size)
+            reporter.end("capacity", bytes: 0, seconds: monotonicSeconds() - probeStarted)
+        case .output:
+            file = try DeviceFile(path: target.path, mode: .createFile, direct: true)
+        }
+        var wroteAnything = false
+        do {
+            try Interrupts.check("opening \(target.path)")
+            wroteAnything = true
+            let written = try writer.write(from: reader, to: file, total: image.uncompressedSize, reporter: reporter)
+            result.bytes = written.bytes
+            result.writeSeconds = written.seconds
+            result.imageSHA256 = hexString(written.sha256)
+            if let expected = image.expected, !expected.ofCompressedFile, expected.sha256 != result.imageSHA256 {
+                throw PiflashError.usage(
+                    "the image's SHA-256 is \(result.imageSHA256!), but \(expected.origin) says \(expected.sha256)",
+                    path: image.path, hint: "the image is damaged or is not the one you meant; the card was not left valid")
+            }
+            let verified = try verifier.verify(file, against: written, image: image, reporter: reporter)
+            result.verifySeconds = verified.seconds
+
+            if let injection {
+                let started = monotonicSeconds()
+                try Interrupts.check("starting to inject files into \(target.path)")
+                result.files = try injection.run(target.path, reporter)
+                result.injectSeconds = monotonicSeconds() - started
+            }
+            try file.sync()
+            try file.dropCaches()
+        } catch {
+            if target.kind == .output {
+                // An unfinished image file is worth nothing and must not be flashed later by mistake.
+                unlink(target.path)
+            } else if wroteAnything {
+                reporter.note("zeroing the first MiB of \(target.path) so the unfinished card does not look valid")
+                DirectWriter.invalidate(file)
+            }
+            throw error
+        }
+        try file.close()
+        if target.kind == .device && target.eject {
+            result.ejected = try eject(reporter: reporter)
+        }
+    }
+
+    /// Ejects a USB card reader's medium (a SCSI disk); loop devices and MMC slots need nothing.
+    private func eject(reporter: Reporter) throws -> Bool {
+        let name = resolvedDeviceName(target.path)
+        guard name.hasPrefix("sd") else { return false }
+        let file = try DeviceFile(path: target.path, mode: .read, direct: false)
+        do {
+            try file.ejectSCSI()
+        } catch let error as PiflashError {
+            reporter.warning("\(error.description); everything was flushed, so the card is safe to pull")
+            return false
+        }
+        return true
+    }
+}
+
+/// The kernel name of a device node (`sdb` for `/dev/disk/by-id/usb-…`).
+func resolvedDeviceName(_ path: String) -> String {
+    guard let real = realpath(path, nil) else { return String(path.split(separator: "/").last ?? "") }
+    defer { free(real) }
+    return String(String(cString: real).split(separator: "/").last ?? "")
+}
