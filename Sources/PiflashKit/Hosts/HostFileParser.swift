@@ -51,7 +51,7 @@ extension HostFile {
     ///
     /// - Throws: ``PiflashError`` with exit status 2 naming the file, table and key at fault.
     public static func parse(_ text: String, path: String) throws -> HostFile {
-        var reader = HostFileReader(path: path)
+        var reader = HostFileReader(path: absolutePath(path, relativeTo: FileManager.default.currentDirectoryPath))
         return try reader.read(text)
     }
 }
