@@ -117,12 +117,10 @@ struct Hosts: AsyncParsableCommand {
             var fields: [(String, JSONValue)] = [("host", .string(name))]
             do {
                 let host = try catalog.load(name)
-                for warning in host.warnings {
-                    if json {
-                        fields.append(("warning", .string(warning)))
-                    } else {
-                        writeAll("warning: \(warning)\n", to: STDERR_FILENO)
-                    }
+                if json {
+                    fields.append(("warnings", .array(host.warnings.map { .string($0) })))
+                } else {
+                    for warning in host.warnings { writeAll("warning: \(warning)\n", to: STDERR_FILENO) }
                 }
                 var summary = "\(host.files.count) file\(host.files.count == 1 ? "" : "s")"
                 var rendered = false

@@ -209,6 +209,23 @@ struct HostFileParsingTests {
         #expect(host.warnings.first?.contains("/var/lib") == true)
     }
 
+    @Test("a secret file readable by others is accepted with a warning; a public key is not warned about")
+    func permissiveSecretWarning() throws {
+        let text = hostFile(files: """
+            [[files]]
+            path = "/var/lib/a"
+            secret = "a"
+            mode = "0644"
+            [[files]]
+            path = "/var/lib/a.pub"
+            public_key_of = "a"
+            mode = "0644"
+            """)
+        let host = try HostFile.parse(text, path: "/h/x.toml")
+        #expect(host.warnings.count == 1)
+        #expect(host.warnings.first?.contains("/var/lib/a holds a secret but mode 0644") == true)
+    }
+
     @Test("two secret sources are refused, naming both")
     func twoSecretSources() {
         let text = hostFile(secrets: "sops = \"a.yaml\"\nage = \"a.yaml.age\"", files: "")
