@@ -197,6 +197,26 @@ struct JournalClaimTests {
         #expect(try journal.claimNextHost(queue: ["pi-01", "pi-02"], claimant: "me") == "pi-02")
     }
 
+    @Test("many connections opening a fresh journal at once all succeed and agree on one schema")
+    func concurrentFirstOpen() throws {
+        let folder = try HostsTempFolder()
+        let path = folder.path + "/fresh/j.sqlite"
+        let failures = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: 6) { worker in
+            do {
+                let journal = try Journal(path: path)
+                _ = try journal.record(sampleEntry(host: "w\(worker)"))
+            } catch {
+                failures.withLock { $0.append("\(error)") }
+            }
+        }
+        #expect(failures.withLock { $0 } == [])
+        #expect(try Journal(path: path).entries().count == 6)
+        if sqliteCLI {
+            #expect(try sqlite3(path, "PRAGMA journal_mode") == "wal")
+        }
+    }
+
     @Test("many claimants on separate connections at once never get the same host")
     func concurrentClaims() throws {
         let folder = try HostsTempFolder()
