@@ -10,6 +10,12 @@ public struct HostFile: Sendable {
     public var secrets: SecretsSection?
     public var files: [FileEntry]
     public var check: CheckSection?
+    /// The host file's name without `.toml` (`hosts/NAME.toml` → `NAME`): what `piflash HOST`,
+    /// the station queue and the journal's `host` column use. May differ from ``name``.
+    public var catalogName: String
+    /// Things the user must see although the file is valid (a path under /etc, a secret file
+    /// readable by others). Print them as warnings.
+    public var warnings: [String] = []
 
     public struct ImageSection: Sendable {
         /// An image file, or a folder holding exactly one `*.img[.zst|.xz|.gz]`. Absolute.
@@ -83,6 +89,7 @@ public struct HostFile: Sendable {
         self.secrets = secrets
         self.files = files
         self.check = check
+        self.catalogName = HostFile.catalogName(ofPath: filePath)
     }
 }
 

@@ -1,0 +1,247 @@
+import Foundation
+import PiflashKit
+import Synchronization
+import Testing
+
+/// Runs the `sqlite3` CLI on a database: an independent reader of what the journal wrote.
+private func sqlite3(_ database: String, _ sql: String) throws -> String {
+    let result = try hostsRunTool(["sqlite3", "-batch", "-noheader", "-separator", "|", database, sql])
+    #expect(result.status == 0, "sqlite3 failed on: \(sql)")
+    return result.output.trimmingCharacters(in: .newlines)
+}
+
+private let sqliteCLI = hostsToolExists("sqlite3")
+
+private func sampleEntry(host: String = "bastet") -> JournalEntry {
+    JournalEntry(
+        startedAt: Date(timeIntervalSince1970: 1_795_000_000.25), command: "flash", host: host, slot: nil,
+        devicePath: "/dev/sdb", deviceModel: "STORAGE DEVICE", deviceSerial: "000000001206",
+        deviceByPath: "pci-0000:00:14.0-usb-0:2:1.0-scsi-0:0:0:0", deviceSize: 31_914_983_424,
+        imagePath: "/nix/store/abc-sd-image/sd-image/nixos.img.zst")
+}
+
+@Suite("The journal")
+struct JournalTests {
+    @Test("default path: --journal, else root's /var/lib, else $XDG_STATE_HOME, else ~/.local/state")
+    func defaultPath() {
+        #expect(Journal.defaultPath(explicit: "/tmp/j.sqlite", environment: [:], isRoot: true) == "/tmp/j.sqlite")
+        #expect(Journal.defaultPath(explicit: nil, environment: ["XDG_STATE_HOME": "/s"], isRoot: true)
+            == "/var/lib/piflash/journal.sqlite")
+        #expect(Journal.defaultPath(explicit: nil, environment: ["XDG_STATE_HOME": "/s", "HOME": "/home/u"], isRoot: false)
+            == "/s/piflash/journal.sqlite")
+        #expect(Journal.defaultPath(explicit: nil, environment: ["HOME": "/home/u"], isRoot: false)
+            == "/home/u/.local/state/piflash/journal.sqlite")
+        // A relative XDG_STATE_HOME is invalid by the XDG spec and ignored.
+        #expect(Journal.defaultPath(explicit: nil, environment: ["XDG_STATE_HOME": "rel", "HOME": "/home/u"], isRoot: false)
+            == "/home/u/.local/state/piflash/journal.sqlite")
+    }
+
+    @Test("begin leaves an unfinished row; finish completes it; the round trip keeps every field")
+    func roundTrip() throws {
+        let folder = try HostsTempFolder()
+        let path = folder.path + "/nested/state/journal.sqlite"
+        let journal = try Journal(path: path)
+        #expect(FileManager.default.fileExists(atPath: path))
+
+        var entry = sampleEntry()
+        let id = try journal.begin(entry)
+        let started = try #require(try journal.entries().first)
+        #expect(started.id == id)
+        #expect(started.finishedAt == nil)
+        #expect(started.outcome == "unfinished")
+        #expect(try journal.lastSuccess(host: "bastet") == nil)
+
+        entry.id = id
+        entry.finishedAt = Date(timeIntervalSince1970: 1_795_000_090.5)
+        entry.imageSHA256 = String(repeating: "ab", count: 32)
+        entry.bytes = 2_147_483_648
+        entry.writeSeconds = 60.5
+        entry.verifySeconds = 25.25
+        entry.injectSeconds = 0.75
+        entry.writeRate = 35_495_597.0
+        entry.verifyRate = 85_048_000.5
+        entry.files = [
+            InjectedFile(path: "/var/lib/bootstrap/ssh_host_ed25519_key", sha256: String(repeating: "0", count: 64), mode: 0o600, uid: 0, gid: 0),
+            InjectedFile(path: "/var/lib/bootstrap/ssh_host_ed25519_key.pub", sha256: String(repeating: "1", count: 64), mode: 0o644, uid: 0, gid: 0),
+            InjectedFile(path: "/var/lib/x", sha256: String(repeating: "2", count: 64), mode: 0o4755, uid: 1000, gid: 100),
+        ]
+        entry.hostKeyFingerprint = "SHA256:5fEFhhsioEBdFJcRBapCJ4LhqIzjzmDCP53ednmNSmI"
+        entry.ok = true
+        entry.exitCode = 0
+        try journal.finish(entry)
+
+        let stored = try #require(try journal.entry(id: id))
+        #expect(stored == entry)
+        #expect(try journal.lastSuccess(host: "bastet") == entry)
+
+        // A fresh connection (another process would see the same) reads it back identically.
+        let reopened = try Journal(path: path)
+        #expect(try reopened.entries(host: "bastet") == [entry])
+
+        if sqliteCLI {
+            #expect(try sqlite3(path, "PRAGMA journal_mode") == "wal")
+            #expect(try sqlite3(path, "PRAGMA user_version") == "\(Journal.schemaVersion)")
+            #expect(try sqlite3(path, "SELECT host, ok, device_serial, bytes, exit_code FROM flashes WHERE id = \(id)")
+                == "bastet|1|000000001206|2147483648|0")
+            #expect(try sqlite3(path, "SELECT started_at, finished_at FROM flashes WHERE id = \(id)")
+                == "2026-11-18T11:06:40.250Z|2026-11-18T11:08:10.500Z")
+            #expect(try sqlite3(path, "SELECT count(*), sum(mode = 384), max(uid) FROM injected_files WHERE flash_id = \(id)")
+                == "3|1|1000")
+        }
+    }
+
+    @Test("a failed attempt records its error and exit code; entries filter by host and limit, newest first")
+    func failuresAndQueries() throws {
+        let folder = try HostsTempFolder()
+        let journal = try Journal(path: folder.path + "/j.sqlite")
+        var failed = sampleEntry(host: "pi-01")
+        failed.error = "pwrite failed: Input/output error at byte 1048576"
+        failed.exitCode = 1
+        let failedID = try journal.record(failed)
+        var ok = sampleEntry(host: "pi-01")
+        ok.ok = true
+        ok.outputPath = "/tmp/pi-01.img"
+        ok.devicePath = nil
+        let okID = try journal.record(ok)
+        _ = try journal.record(sampleEntry(host: "pi-02"))
+
+        let pi01 = try journal.entries(host: "pi-01")
+        #expect(pi01.map(\.id) == [okID, failedID])
+        #expect(pi01[1].outcome == "failed")
+        #expect(pi01[1].error == failed.error)
+        #expect(pi01[1].exitCode == 1)
+        #expect(pi01[0].outputPath == "/tmp/pi-01.img" && pi01[0].devicePath == nil)
+        #expect(try journal.entries(limit: 2).count == 2)
+        #expect(try journal.entries(limit: 2).first?.host == "pi-02")
+        #expect(try journal.lastSuccess(host: "pi-01")?.id == okID)
+        #expect(try journal.lastSuccess(host: "pi-02") == nil)
+
+        let json = pi01[0].json
+        #expect(json["ok"] == .bool(true))
+        #expect(json["output"] == .string("/tmp/pi-01.img"))
+        #expect(json["result"] == .string("ok"))
+        #expect(json["started_at"] == .string("2026-11-18T11:06:40.250Z"))
+    }
+
+    @Test("finish of an id that does not exist throws")
+    func finishUnknown() throws {
+        let folder = try HostsTempFolder()
+        let journal = try Journal(path: folder.path + "/j.sqlite")
+        var entry = sampleEntry()
+        entry.id = 42
+        #expect(throws: PiflashError.self) { try journal.finish(entry) }
+    }
+
+    @Test("ISO 8601 UTC round trip")
+    func timestamps() {
+        let date = Date(timeIntervalSince1970: 0.5)
+        #expect(iso8601UTC(date) == "1970-01-01T00:00:00.500Z")
+        #expect(parseISO8601UTC("1970-01-01T00:00:00.500Z") == date)
+        #expect(parseISO8601UTC("2026-11-23T17:48:47Z") == Date(timeIntervalSince1970: 1_795_456_127))
+        #expect(parseISO8601UTC("yesterday") == nil)
+    }
+}
+
+@Suite("The journal: station claims")
+struct JournalClaimTests {
+    @Test("claims go in queue order, skip hosts flashed ok and live claims; a released claim is handed out again")
+    func sequentialClaims() throws {
+        let folder = try HostsTempFolder()
+        let path = folder.path + "/j.sqlite"
+        let journal = try Journal(path: path)
+        let queue = ["pi-01", "pi-02", "pi-03", "pi-04"]
+        var done = sampleEntry(host: "pi-02")
+        done.ok = true
+        _ = try journal.record(done)
+        var failed = sampleEntry(host: "pi-03")
+        failed.error = "card removed"
+        _ = try journal.record(failed)
+
+        #expect(try journal.claimNextHost(queue: queue, claimant: "A") == "pi-01")
+        #expect(try journal.claimNextHost(queue: queue, claimant: "B") == "pi-03")  // pi-02 done; a failure does not count
+        #expect(try journal.claimNextHost(queue: queue, claimant: "C") == "pi-04")
+        #expect(try journal.claimNextHost(queue: queue, claimant: "D") == nil)
+
+        try journal.releaseClaim(host: "pi-03", claimant: "B")
+        #expect(try journal.claimNextHost(queue: queue, claimant: "D") == "pi-03")
+        // Releasing someone else's claim does nothing.
+        try journal.releaseClaim(host: "pi-01", claimant: "B")
+        #expect(try journal.claimNextHost(queue: queue, claimant: "E") == nil)
+
+        // pi-01 flashed ok and released: never handed out again.
+        var ok = sampleEntry(host: "pi-01")
+        ok.ok = true
+        _ = try journal.record(ok)
+        try journal.releaseClaim(host: "pi-01", claimant: "A")
+        #expect(try journal.claimNextHost(queue: queue, claimant: "E") == nil)
+
+        // A stale claim (its station died) is taken over.
+        #expect(try journal.claimNextHost(queue: queue, claimant: "F", staleAfter: -1) == "pi-03")
+
+        #expect(try journal.claims().map(\.host) == ["pi-03", "pi-04"])
+        if sqliteCLI {
+            #expect(try sqlite3(path, "SELECT host, claimant FROM claims ORDER BY host") == "pi-03|F\npi-04|C")
+        }
+    }
+
+    @Test("a claim written by another process (the sqlite3 CLI) is respected")
+    func claimFromAnotherProcess() throws {
+        guard sqliteCLI else {
+            print("skipping: the sqlite3 CLI is not installed")
+            return
+        }
+        let folder = try HostsTempFolder()
+        let path = folder.path + "/j.sqlite"
+        let journal = try Journal(path: path)
+        _ = try sqlite3(path, "INSERT INTO claims VALUES ('pi-01', 'other', '2026-01-01T00:00:00.000Z', strftime('%s','now'))")
+        #expect(try journal.claimNextHost(queue: ["pi-01", "pi-02"], claimant: "me") == "pi-02")
+    }
+
+    @Test("many connections opening a fresh journal at once all succeed and agree on one schema")
+    func concurrentFirstOpen() throws {
+        let folder = try HostsTempFolder()
+        let path = folder.path + "/fresh/j.sqlite"
+        let failures = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: 6) { worker in
+            do {
+                let journal = try Journal(path: path)
+                _ = try journal.record(sampleEntry(host: "w\(worker)"))
+            } catch {
+                failures.withLock { $0.append("\(error)") }
+            }
+        }
+        #expect(failures.withLock { $0 } == [])
+        #expect(try Journal(path: path).entries().count == 6)
+        if sqliteCLI {
+            #expect(try sqlite3(path, "PRAGMA journal_mode") == "wal")
+        }
+    }
+
+    @Test("many claimants on separate connections at once never get the same host")
+    func concurrentClaims() throws {
+        let folder = try HostsTempFolder()
+        let path = folder.path + "/j.sqlite"
+        _ = try Journal(path: path)
+        let queue = (1...40).map { String(format: "pi-%02d", $0) }
+        let claimed = Mutex<[String: [String]]>([:])
+        let failures = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: 6) { worker in
+            do {
+                let journal = try Journal(path: path)  // its own connection, like another station
+                let name = "worker-\(worker)"
+                while let host = try journal.claimNextHost(queue: queue, claimant: name) {
+                    claimed.withLock { $0[name, default: []].append(host) }
+                }
+            } catch {
+                failures.withLock { $0.append("\(error)") }
+            }
+        }
+        #expect(failures.withLock { $0 } == [])
+        let all = claimed.withLock { $0.values.flatMap { $0 } }
+        #expect(all.count == queue.count)
+        #expect(Set(all) == Set(queue))
+        if sqliteCLI {
+            #expect(try sqlite3(path, "SELECT count(DISTINCT host), count(*) FROM claims") == "40|40")
+        }
+    }
+}
