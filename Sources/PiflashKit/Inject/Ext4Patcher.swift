@@ -1,0 +1,185 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import PiflashPlatform
+
+/// Writes the bootstrap files into the card's ext4 root partition in place, with libext2fs, at the
+/// partition's offset (SPEC step 5).
+public enum Ext4Patcher {
+    /// The permissions of directories the patcher creates: 0700 for these, 0755 for any other.
+    public static let privateDirectories: Set<String> = ["/var/lib/bootstrap"]
+
+    /// Injects `files` into the root filesystem of `root` on the device or image file `path`.
+    ///
+    /// Everything is checked before anything changes: the paths (absolute, no `..`, not under
+    /// `/nix/store`, never `/nix-path-registration`), every existing parent inside the image (a
+    /// symlink or non-directory parent is refused), every existing target (only regular files are
+    /// replaced), and free space and inodes (counting what replaced files give back). Then missing
+    /// parent directories are created (0755, or 0700 for `/var/lib/bootstrap`, root:root), each file
+    /// is written or replaced (old blocks freed), and given its mode, uid, gid and atime = mtime =
+    /// ctime = now. Closing flushes and fsyncs; a flush error is thrown.
+    ///
+    /// Nothing else in the filesystem is touched. Paths under `/etc` are written, with a warning.
+    ///
+    /// - Returns: the records (path, content SHA-256, mode, uid, gid) of the files as intended; the
+    ///   proof that they are on the medium is ``InjectionVerifier/verify(_:root:on:)``.
+    /// - Throws: ``PiflashError``: exit 2 for a path the rules refuse, a symlinked or non-directory
+    ///   parent, a target that is not a regular file, a journal needing recovery, or a duplicate
+    ///   path; exit 1 when the root filesystem is too full (nothing is changed then) or on I/O errors.
+    @discardableResult
+    public static func inject(
+        _ files: [BootstrapFile], into root: RootPartition, on path: String, reporter: Reporter
+    ) throws -> [InjectedFile] {
+        let paths = try validate(files)
+        for entry in paths where entry.isUnderEtc {
+            reporter.warning(
+                "\(entry.text) is under /etc, which NixOS regenerates on activation: the file may not survive first boot; "
+                    + "put bootstrap state under /var/lib")
+        }
+        let total = files.reduce(UInt64(0)) { $0 + UInt64($1.content.count) }
+        let started = monotonicSeconds()
+        reporter.begin("inject", total: total)
+        try Ext2Filesystem.withFilesystem(path: path, offset: root.offset, access: .readWrite) { fs in
+            if fs.needsJournalRecovery {
+                throw PiflashError.usage(
+                    "the root filesystem's journal needs recovery: it was not cleanly unmounted", path: path,
+                    hint: "rebuild the image, or run e2fsck on it first")
+            }
+            let plan = try InjectionPlan(files: files, paths: paths, fs: fs)
+            try plan.checkSpace(fs: fs, path: path)
+            try apply(plan, fs: fs, reporter: reporter, total: total)
+        }
+        reporter.end("inject", bytes: total, seconds: monotonicSeconds() - started)
+        let records = files.map(\.record)
+        for record in records {
+            reporter.event(
+                "injected", [
+                    ("path", .string(record.path)), ("sha256", .string(record.sha256)),
+                    ("mode", .string(record.modeString)), ("uid", .int(Int64(record.uid))),
+                    ("gid", .int(Int64(record.gid))),
+                ])
+        }
+        return records
+    }
+
+    /// Checks every path and refuses duplicates and a file that would be another's parent directory.
+    static func validate(_ files: [BootstrapFile]) throws -> [InjectionPath] {
+        let paths = try files.map { try InjectionPath($0.path) }
+        var seen = Set<String>()
+        for entry in paths where !seen.insert(entry.text).inserted {
+            throw PiflashError.usage("\(entry.text) is listed twice under [[files]]")
+        }
+        for entry in paths {
+            for prefix in 1..<max(entry.components.count, 1) {
+                let parent = InjectionPath.join(entry.components[..<prefix])
+                if seen.contains(parent) {
+                    throw PiflashError.usage("\(parent) cannot be both a file and the directory of \(entry.text)")
+                }
+            }
+        }
+        return paths
+    }
+
+    private static func apply(_ plan: InjectionPlan, fs: Ext2Filesystem, reporter: Reporter, total: UInt64) throws {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        var directories = plan.existingDirectories
+        for directory in plan.directoriesToCreate {
+            guard let parent = directories[InjectionPath.join(directory.dropLast())] else {
+                preconditionFailure("directory \(directory) planned before its parent")
+            }
+            let text = InjectionPath.join(directory)
+            let inode = try fs.makeDirectory(
+                directory[directory.count - 1], in: parent,
+                permissions: privateDirectories.contains(text) ? 0o700 : 0o755, uid: 0, gid: 0, time: now)
+            directories[text] = inode
+            reporter.note("created directory \(text)")
+        }
+        var done: UInt64 = 0
+        for step in plan.files {
+            guard let parent = directories[step.path.parentText] else {
+                preconditionFailure("file \(step.path.text) planned before its directory")
+            }
+            try fs.writeFile(
+                step.path.name, in: parent, replacing: step.existing?.inode, content: step.file.content,
+                permissions: step.file.mode, uid: step.file.uid, gid: step.file.gid, time: now)
+            done += UInt64(step.file.content.count)
+            reporter.progress("inject", done: done, total: total)
+        }
+    }
+}
+
+/// What the patcher will do, worked out before anything changes.
+struct InjectionPlan {
+    struct FileStep {
+        var file: BootstrapFile
+        var path: InjectionPath
+        /// The regular file this replaces, if any.
+        var existing: Ext2Stat?
+    }
+
+    /// Existing directories on the way, by path (`/` included).
+    var existingDirectories: [String: Ext2InodeNumber] = ["/": Ext2Filesystem.rootInode]
+    /// Directories to create, parents first, as components.
+    var directoriesToCreate: [[String]] = []
+    /// Existing directories that get at least one new entry (they may need to grow by a block).
+    var directoriesGettingEntries: Set<String> = []
+    var files: [FileStep] = []
+
+    init(files: [BootstrapFile], paths: [InjectionPath], fs: Ext2Filesystem) throws {
+        var planned = Set<String>()
+        for (file, path) in zip(files, paths) {
+            let walk = try PathWalk.walk(path, in: fs)
+            for (index, inode) in walk.existingParents.enumerated() {
+                existingDirectories[InjectionPath.join(path.components[0...index])] = inode
+            }
+            let missingFrom = walk.existingParents.count
+            if missingFrom < path.parentComponents.count {
+                directoriesGettingEntries.insert(InjectionPath.join(path.components[..<missingFrom]))
+                for end in (missingFrom + 1)...path.parentComponents.count {
+                    let directory = Array(path.components[..<end])
+                    if planned.insert(InjectionPath.join(directory)).inserted {
+                        directoriesToCreate.append(directory)
+                    }
+                }
+            } else if walk.existingFile == nil || walk.existingFile!.linksCount > 1 {
+                directoriesGettingEntries.insert(path.parentText)
+            }
+            self.files.append(FileStep(file: file, path: path, existing: walk.existingFile))
+        }
+    }
+
+    /// Refuses, before any change, when the files would not fit.
+    ///
+    /// Counted generously: each file's data blocks plus one block for its extent tree, one block per
+    /// new directory, and one block per existing directory that gets a new entry (it may be full);
+    /// replaced single-link files give their blocks back.
+    func checkSpace(fs: Ext2Filesystem, path: String) throws {
+        let blockSize = UInt64(fs.blockSize)
+        var needed: UInt64 = 0
+        var returned: UInt64 = 0
+        var inodes: UInt64 = UInt64(directoriesToCreate.count)
+        for step in files {
+            let size = UInt64(step.file.content.count)
+            needed += (size + blockSize - 1) / blockSize + 1
+            if let existing = step.existing, existing.linksCount <= 1 {
+                returned += existing.sectors * 512 / blockSize
+            } else {
+                inodes += 1
+            }
+        }
+        needed += UInt64(directoriesToCreate.count) + UInt64(directoriesGettingEntries.count)
+        let net = needed > returned ? needed - returned : 0
+        if net > fs.freeBlocks {
+            throw PiflashError.failure(
+                "root filesystem full: needs \(net * blockSize) bytes, has \(fs.freeBlocks * blockSize) free",
+                path: path,
+                hint: "build the image with more free space in its root filesystem, or inject smaller files; nothing was changed")
+        }
+        if inodes > fs.freeInodes {
+            throw PiflashError.failure(
+                "root filesystem full: needs \(inodes) inodes, has \(fs.freeInodes) free", path: path,
+                hint: "build the image with more inodes in its root filesystem; nothing was changed")
+        }
+    }
+}

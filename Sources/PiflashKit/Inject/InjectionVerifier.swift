@@ -1,0 +1,67 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import PiflashPlatform
+
+/// Proves the injection by reading it back from the medium (SPEC step 6).
+public enum InjectionVerifier {
+    /// Drops the kernel's caches of `path`, reopens the root filesystem fresh with direct I/O, and
+    /// reads every file back: content SHA-256, mode, uid and gid must equal what was intended. Then
+    /// runs a read-only consistency check, `e2fsck -fn 'PATH?offset=N'`.
+    ///
+    /// Only reads: nothing on the medium changes.
+    ///
+    /// - Returns: the records of the files as read back from the medium.
+    /// - Throws: ``PiflashError``: exit 4 when a file is missing or differs (the message names the
+    ///   file and what differs) or when e2fsck finds the filesystem not clean (with its findings);
+    ///   exit 1 when the medium cannot be read or e2fsck cannot run.
+    @discardableResult
+    public static func verify(_ files: [BootstrapFile], root: RootPartition, on path: String) throws -> [InjectedFile] {
+        let paths = try Ext4Patcher.validate(files)
+        try Ext2Filesystem.dropCachedBlocks(of: path)
+        let records = try withFreshFilesystem(path: path, offset: root.offset) { fs in
+            try zip(files, paths).map { file, entry in try readBack(file, entry, fs: fs, path: path) }
+        }
+        try FilesystemCheck.run(path: path, offset: root.offset).requireClean()
+        return records
+    }
+
+    /// Opens read-only with `O_DIRECT`; a file system that refuses `O_DIRECT` for an image file
+    /// (`EINVAL`, e.g. an old tmpfs) falls back to the page cache, which was just dropped.
+    private static func withFreshFilesystem<T>(
+        path: String, offset: UInt64, _ body: (Ext2Filesystem) throws -> T
+    ) throws -> T {
+        do {
+            return try Ext2Filesystem.withFilesystem(path: path, offset: offset, access: .readOnlyDirect, body)
+        } catch let error as PiflashError where error.errno == EINVAL && !Ext2Filesystem.isBlockDevice(path) {
+            return try Ext2Filesystem.withFilesystem(path: path, offset: offset, access: .readOnly, body)
+        }
+    }
+
+    private static func readBack(
+        _ file: BootstrapFile, _ entry: InjectionPath, fs: Ext2Filesystem, path: String
+    ) throws -> InjectedFile {
+        let walk = try PathWalk.walk(entry, in: fs, status: .verificationFailed)
+        guard let info = walk.existingFile else {
+            throw PiflashError.verification("\(entry.text) is missing from the root filesystem after injection", path: path)
+        }
+        let content = try fs.readFile(info.inode)
+        let found = InjectedFile(
+            path: file.path, sha256: sha256Hex(content), mode: info.permissions, uid: info.uid, gid: info.gid)
+        let expected = file.record
+        var differences: [String] = []
+        if found.sha256 != expected.sha256 {
+            differences.append(
+                "content SHA-256 is \(found.sha256) (\(content.count) bytes), expected \(expected.sha256) (\(file.content.count) bytes)")
+        }
+        if found.mode != expected.mode { differences.append("mode is \(found.modeString), expected \(expected.modeString)") }
+        if found.uid != expected.uid { differences.append("uid is \(found.uid), expected \(expected.uid)") }
+        if found.gid != expected.gid { differences.append("gid is \(found.gid), expected \(expected.gid)") }
+        guard differences.isEmpty else {
+            throw PiflashError.verification(
+                "\(entry.text) on the card differs from what was injected: " + differences.joined(separator: "; "),
+                path: path)
+        }
+        return found
+    }
+}
