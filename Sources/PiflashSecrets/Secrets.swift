@@ -19,55 +19,102 @@ public struct SecretValues: Sendable {
 
 /// Where the secrets of a host come from, and with which age identities they are opened.
 public enum SecretLoader {
-    /// A SOPS file (YAML, JSON or dotenv, by extension or content) decrypted natively for age
-    /// recipients with MAC verification, or by the `sops` binary for PGP/KMS-only files.
+    /// A SOPS file (YAML, JSON, dotenv or INI, by extension or content) decrypted natively for
+    /// age recipients with MAC verification, or by the `sops` binary for PGP/KMS-only files.
     /// Throws exit-2 errors for unreadable/malformed files, exit-1 errors for decryption failures.
     public static func loadSOPS(path: String, identities: [AgeIdentity]) throws -> SecretValues {
-        fatalError("SKELETON")
+        try loadSOPS(path: path, identities: identities, environment: ProcessEnvironment.current)
     }
 
-    /// An age-encrypted YAML or dotenv file (format by the name before `.age`).
+    /// ``loadSOPS(path:identities:)`` with the environment (for `PATH`, to find `sops`) given.
+    public static func loadSOPS(path: String, identities: [AgeIdentity], environment: [String: String]) throws -> SecretValues {
+        let content = try FileSystem.readFile(path, what: "SOPS file")
+        let format = SOPSFormat.detect(path: path, content: content)
+        let document = try SOPSDocument(content: content, format: format, path: path)
+        let metadata = document.metadata
+        if metadata.keyGroupCount == 1, let dataKey = try dataKey(metadata, identities: identities, path: path) {
+            return try document.decrypt(dataKey: dataKey)
+        }
+        // No age recipient of ours: PGP/KMS (or Shamir key groups) need the sops binary.
+        if let sops = SOPSBinary.find(environment: environment) {
+            return try SOPSBinary.decrypt(executable: sops, path: path, format: format)
+        }
+        var found = metadata.ageRecipients.map { "age " + $0.recipient } + metadata.otherKeys
+        if found.isEmpty { found = ["none"] }
+        let mine = identities.map(\.recipient).joined(separator: ", ")
+        let reason = metadata.keyGroupCount > 1
+            ? "it uses \(metadata.keyGroupCount) key groups (Shamir), which only sops can combine"
+            : "no age recipient matches your identities (\(mine.isEmpty ? "none" : mine))"
+        throw PiflashError.failure(
+            "cannot decrypt the SOPS file: \(reason); its recipients: \(found.joined(separator: ", "))",
+            path: path,
+            hint: "add one of your age recipients to the file (sops updatekeys), or install sops so piflash can use it for PGP/KMS")
+    }
+
+    /// The data key from the first age recipient one of the identities opens; nil when none does.
+    static func dataKey(_ metadata: SOPSMetadata, identities: [AgeIdentity], path: String) throws -> [UInt8]? {
+        var lastFailure: AgeFailure?
+        for recipient in metadata.ageRecipients {
+            let result = AgeFile.open(Array(recipient.encryptedDataKey.utf8), identities: identities, armored: true)
+            switch result.failure {
+            case nil: return result.plaintext
+            case .noMatch: continue
+            case let failure?: lastFailure = failure
+            }
+        }
+        if let lastFailure, lastFailure != .noMatch {
+            let error = AgeFile.error(for: lastFailure, identities: identities, path: path)
+            throw PiflashError.failure("the age-encrypted SOPS data key cannot be opened: \(error.message)", path: path)
+        }
+        return nil
+    }
+
+    /// An age-encrypted YAML or dotenv file (format by the name before `.age`: `x.yaml.age`,
+    /// `x.env.age`; JSON too). YAML keys flatten like SOPS keys (`a.b.c`, `a.0`).
+    /// Throws exit-2 errors for unreadable/malformed files, exit-1 errors for decryption failures.
     public static func loadAge(path: String, identities: [AgeIdentity]) throws -> SecretValues {
-        fatalError("SKELETON")
+        let file = try FileSystem.readFile(path, what: "age-encrypted secrets file")
+        let plaintext = try AgeFile.decrypt(file, identities: identities, path: path)
+        var name = (path.split(separator: "/").last.map(String.init) ?? path).lowercased()
+        if name.hasSuffix(".age") { name.removeLast(4) }
+        if name.hasSuffix(".env") || name == "env" || name.hasPrefix(".env") {
+            return SecretValues(try Dotenv.parse(plaintext, path: path))
+        }
+        if name.hasSuffix(".json") {
+            let tree: SOPSNode
+            do {
+                tree = try OrderedJSON.parse(plaintext)
+            } catch {
+                throw PiflashError.usage("the decrypted file is not valid JSON (byte \(error.offset): \(error.reason))", path: path)
+            }
+            return SecretValues(tree.flattened())
+        }
+        if name.hasSuffix(".yaml") || name.hasSuffix(".yml") {
+            return try yamlValues(plaintext, path: path)
+        }
+        throw PiflashError.usage(
+            "cannot tell the format of the age-encrypted file from its name",
+            path: path, hint: "name it NAME.yaml.age, NAME.env.age or NAME.json.age")
     }
 
-    /// A folder of plain files, one value per file; the file name is the key.
+    static func yamlValues(_ plaintext: [UInt8], path: String) throws -> SecretValues {
+        var values: [String: [UInt8]] = [:]
+        for document in try SOPSDocument.yamlDocuments(plaintext, path: path) {
+            switch document {
+            case .mapping, .null: values.merge(document.flattened()) { $1 }
+            default: throw PiflashError.usage("the decrypted YAML is not a mapping of keys to values", path: path)
+            }
+        }
+        return SecretValues(values)
+    }
+
+    /// A folder of plain files, one value per file; the file name is the key. Hidden files and
+    /// subfolders are skipped. Throws exit-2 errors when the folder or a file cannot be read.
     public static func loadDirectory(path: String) throws -> SecretValues {
-        fatalError("SKELETON")
+        var values: [String: [UInt8]] = [:]
+        for name in try FileSystem.regularFiles(in: path) {
+            values[name] = try FileSystem.readFile(path + "/" + name, what: "secret file")
+        }
+        return SecretValues(values)
     }
-}
-
-/// An age X25519 identity (`AGE-SECRET-KEY-1…`).
-public struct AgeIdentity: Sendable {
-    public let secretKey: [UInt8]
-    public init(secretKey: [UInt8]) { self.secretKey = secretKey }
-
-    /// Every identity in a keys file or `SOPS_AGE_KEY` text (comments and blank lines skipped).
-    public static func parse(_ text: String) throws -> [AgeIdentity] { fatalError("SKELETON") }
-
-    /// The identities to use: `--age-identity FILE`, `SOPS_AGE_KEY`, `SOPS_AGE_KEY_FILE`,
-    /// `~/.config/sops/age/keys.txt` (all that exist, in that order).
-    public static func load(explicitFile: String?, environment: [String: String]) throws -> [AgeIdentity] {
-        fatalError("SKELETON")
-    }
-}
-
-/// An OpenSSH ed25519 key: the public half, its fingerprint and its `known_hosts` form.
-public struct OpenSSHPublicKey: Sendable, Equatable {
-    /// The wire blob: string "ssh-ed25519", string key(32).
-    public let blob: [UInt8]
-
-    public init(blob: [UInt8]) { self.blob = blob }
-
-    /// From an `ssh-ed25519 AAAA… [comment]` line.
-    public init(line: String) throws { fatalError("SKELETON") }
-
-    /// The public key of an `-----BEGIN OPENSSH PRIVATE KEY-----` file (unencrypted).
-    public init(privateKeyPEM: [UInt8]) throws { fatalError("SKELETON") }
-
-    /// `ssh-ed25519 AAAA…` (no comment), as `ssh-keygen -y` prints it before the comment.
-    public var line: String { fatalError("SKELETON") }
-
-    /// `SHA256:…` (unpadded base64), as `ssh-keygen -lf` prints it.
-    public var fingerprint: String { fatalError("SKELETON") }
 }
