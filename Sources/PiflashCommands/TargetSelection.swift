@@ -10,6 +10,3 @@ func selectTarget(_ options: TargetOptions, imageSize: UInt64?, name: String, re
     return FlashTarget(kind: .device, path: device, eject: !options.noEject)
 }
 
-func runRecorded(_ job: FlashJob, command: String, journalPath: String?, reporter: Reporter) -> FlashResult {
-    job.run(reporter: reporter)
-}

@@ -12,7 +12,7 @@ struct WritePathTests {
         let image = try ImageFixture.compress(raw, kind)
         let size = try FileManager.default.attributesOfItem(atPath: raw)[.size] as! UInt64
         let card = try CandidateCard(scratch: scratch, size: size + 24 << 20)
-        let run = try runPiflash(["write", image, "--device", card.path, "--yes", "--no-eject", "--json"])
+        let run = try runPiflash(["write", image, "--device", card.path, "--yes", "--no-eject", "--json", "--journal", scratch.file("journal.sqlite")])
         #expect(run.status == 0, "stderr: \(run.stderr)")
         let result = try #require(run.result)
         #expect(result["ok"] as? Bool == true)
@@ -29,7 +29,7 @@ struct WritePathTests {
         let scratch = try ScratchDirectory()
         let raw = try ImageFixture.make(in: scratch)
         let zst = try ImageFixture.compress(raw, "zst")
-        let run = try runPiflash(["write", zst, "--output", scratch.path, "--json"])
+        let run = try runPiflash(["write", zst, "--output", scratch.path, "--json", "--journal", scratch.file("journal.sqlite")])
         #expect(run.status == 0, "stderr: \(run.stderr)")
         let output = try #require(run.result?["output"] as? String)
         #expect(output == scratch.file("nixos.img"))
@@ -50,7 +50,7 @@ struct WritePathTests {
         let card = try CandidateCard(scratch: scratch, size: 96 << 20)
         // The card held a valid image before: afterwards it must not look valid.
         try Shell.sh("dd if='\(raw)' of=\(card.path) bs=1M conv=fsync status=none")
-        let run = try runPiflash(["write", zst, "--device", card.path, "--yes", "--no-eject", "--json"])
+        let run = try runPiflash(["write", zst, "--device", card.path, "--yes", "--no-eject", "--json", "--journal", scratch.file("journal.sqlite")])
         #expect(run.status == 2)
         let result = try #require(run.result)
         #expect(result["ok"] as? Bool == false)
@@ -68,7 +68,7 @@ struct WritePathTests {
         try Shell.sh("mkdir -p '\(tmpfs)' && mount -t tmpfs -o size=24M tmpfs '\(tmpfs)'")
         defer { _ = try? Shell.run(["umount", "-l", tmpfs]) }
         let card = try CandidateCard(backing: tmpfs + "/card", size: 96 << 20)
-        let run = try runPiflash(["write", raw, "--device", card.path, "--yes", "--no-eject", "--json"])
+        let run = try runPiflash(["write", raw, "--device", card.path, "--yes", "--no-eject", "--json", "--journal", scratch.file("journal.sqlite")])
         #expect(run.status == 1)
         let result = try #require(run.result)
         #expect(result["ok"] as? Bool == false)
@@ -84,7 +84,7 @@ struct WritePathTests {
         let raw = try ImageFixture.make(in: scratch)
         let card = try CandidateCard(scratch: scratch, size: 96 << 20)
         let throttle = try #require(ThrottleGroup(device: card.loop, writeBytesPerSecond: 8 << 20), "cgroup v1 blkio is needed")
-        let process = try PiflashProcess(["write", raw, "--device", card.path, "--yes", "--no-eject", "--json"], wrap: throttle.wrap)
+        let process = try PiflashProcess(["write", raw, "--device", card.path, "--yes", "--no-eject", "--json", "--journal", scratch.file("journal.sqlite")], wrap: throttle.wrap)
         let progress = process.waitForLine { $0.contains("\"event\":\"progress\"") && $0.contains("\"phase\":\"write\"") }
         #expect(progress != nil, "the write started")
         // Pull the card: the backing file goes, the device's size drops to 0.
@@ -104,7 +104,7 @@ struct WritePathTests {
         let card = try CandidateCard(scratch: scratch, size: 96 << 20)
         try Shell.sh("dd if='\(raw)' of=\(card.path) bs=1M conv=fsync status=none")
         let throttle = try #require(ThrottleGroup(device: card.loop, writeBytesPerSecond: 8 << 20), "cgroup v1 blkio is needed")
-        let process = try PiflashProcess(["write", raw, "--device", card.path, "--yes", "--no-eject", "--json"], wrap: throttle.wrap)
+        let process = try PiflashProcess(["write", raw, "--device", card.path, "--yes", "--no-eject", "--json", "--journal", scratch.file("journal.sqlite")], wrap: throttle.wrap)
         #expect(process.waitForLine { $0.contains("\"event\":\"progress\"") && $0.contains("\"phase\":\"write\"") } != nil)
         kill(process.pid, SIGINT)
         let (status, lines, _) = process.finish()

@@ -1,0 +1,51 @@
+import Foundation
+import PiflashKit
+
+/// Runs a flash job and records it in the journal: a row when it starts (so a crash leaves an
+/// "unfinished" attempt behind) and its outcome when it ends. A journal that cannot be written is a
+/// loud warning, not a failed flash: the card's state was proven by reading it back.
+func runRecorded(
+    _ job: FlashJob, command: String, journalPath: String?, hostName: String? = nil, slot: String? = nil,
+    reporter: Reporter
+) -> FlashResult {
+    let journal: Journal?
+    do {
+        journal = try Journal(path: Journal.defaultPath(explicit: journalPath))
+    } catch {
+        reporter.warning("the journal cannot be opened, this attempt is not recorded: \(error)")
+        journal = nil
+    }
+    var entry = JournalEntry(
+        command: command, host: hostName ?? job.host, slot: slot,
+        devicePath: job.target.kind == .device ? job.target.path : nil, deviceModel: job.target.model,
+        deviceSerial: job.target.serial, deviceByPath: job.target.byPath, deviceSize: job.target.size,
+        outputPath: job.target.kind == .output ? job.target.path : nil, imagePath: job.image.path)
+    if let journal {
+        do {
+            entry.id = try journal.begin(entry)
+        } catch {
+            reporter.warning("the journal cannot be written, this attempt is not recorded: \(error)")
+        }
+    }
+    let result = job.run(reporter: reporter)
+    guard let journal, entry.id != nil else { return result }
+    entry.finishedAt = Date()
+    entry.imageSHA256 = result.imageSHA256
+    entry.bytes = result.bytes
+    entry.writeSeconds = result.writeSeconds
+    entry.verifySeconds = result.verifySeconds
+    entry.injectSeconds = result.injectSeconds
+    entry.writeRate = result.writeRate
+    entry.verifyRate = result.verifyRate
+    entry.files = result.files
+    entry.hostKeyFingerprint = result.hostKeyFingerprint
+    entry.ok = result.ok
+    entry.error = result.error
+    entry.exitCode = result.exitCode
+    do {
+        try journal.finish(entry)
+    } catch {
+        reporter.warning("the journal cannot be written, this attempt's outcome is not recorded: \(error)")
+    }
+    return result
+}
