@@ -1,8 +1,87 @@
 import ArgumentParser
+import Foundation
 import PiflashKit
 
-// SKELETON: replaced by the work that implements `piflash station`.
+/// `piflash station --config FILE`: the unattended, udev-triggered station; `--status` prints
+/// the state a running station publishes.
 struct Station: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "station", abstract: "(not yet implemented)")
-    func run() async throws { throw PiflashError.usage("piflash station is not implemented yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "station",
+        abstract: "Run the unattended flashing station: flash every card inserted in a configured reader slot.",
+        discussion: """
+            Listens to udev (a libudev monitor) for cards arriving in the readers the station file allows \
+            ([[slot]] tables matched on udev properties such as PIFLASH_SLOT or ID_PATH): a `change` event whose \
+            size goes from 0 to N, or an `add`. Cards already in a slot at start-up are handled too. Each card \
+            gets its slot's fixed host, or the next host of the queue that the journal shows was never flashed \
+            successfully (claimed atomically in the journal, given back when the card fails), and is flashed like \
+            `piflash flash` does, on its own thread, in parallel across slots. A card the journal shows was just \
+            provisioned in that slot, and which still holds the files injected then, is not flashed again unless \
+            reflash = true. SIGTERM or SIGINT: no new cards, running jobs stop safely (their cards are left \
+            unbootable and recorded as failed), exit 0. Under systemd (Type=notify) it sends READY=1, STATUS= and \
+            STOPPING=1. The state of every slot is shown (one line per slot, `slot` events with --json) and \
+            written to the state file. See piflash-station(8).
+            """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("The station file (TOML, see piflash-station(8)).", valueName: "FILE"))
+    var config: String?
+
+    @Flag(name: .long, help: "Print the state published by a running station (its state file) and exit.")
+    var status = false
+
+    @Flag(name: .long, help: "Print one JSON object per line on stdout: slot events, the jobs' events (with slot) and a result per job.")
+    var json = false
+
+    func validate() throws {
+        if !status && config == nil {
+            throw ValidationError("give the station file with --config FILE")
+        }
+    }
+
+    func run() async throws {
+        if status {
+            try printStatus()
+            return
+        }
+        let stationConfig = try StationConfig.load(path: config!)
+        let output: StationDaemon.Output = json ? .json : (isatty(STDOUT_FILENO) == 1 ? .terminal : .log)
+        let daemon: StationDaemon
+        do {
+            daemon = try StationDaemon(config: stationConfig, output: output) { job, hostName, slot, reporter in
+                runRecorded(job, command: "station", journalPath: stationConfig.journal, hostName: hostName, slot: slot,
+                            reporter: reporter)
+            }
+        } catch let error as PiflashError {
+            if json { writeAll(JSONValue.object([("event", "error"), ("error", .string(error.description)),
+                                                 ("exit_code", .int(Int64(error.status.rawValue)))]).serialized() + "\n", to: 1) }
+            throw error
+        }
+        // The event loop blocks in poll(2): it gets its own thread, like every job, never the
+        // Swift concurrency pool.
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
+            _ = WorkerThread {
+                do {
+                    try daemon.run()
+                    continuation.resume()
+                } catch {
+                    continuation.resume(throwing: error)
+                }
+            }
+        }
+    }
+
+    private func printStatus() throws {
+        let path: String
+        if let config {
+            path = try StationConfig.load(path: config).defaultStateFile()
+        } else {
+            path = StationConfig(path: "", slots: []).defaultStateFile()
+        }
+        let file = StationStatusFile(path: path)
+        if json {
+            writeAll(try file.text(), to: 1)
+        } else {
+            writeAll(try file.read().lines.joined(separator: "\n") + "\n", to: 1)
+        }
+    }
 }
