@@ -207,7 +207,6 @@ public final class StationDaemon: @unchecked Sendable {
             return
         }
         update(slot.name) { status in
-            status.state = .flashing(phase: "prepare", done: 0, total: nil, rate: 0)
             status.device = disk.devnode
             status.host = slot.host
         }
@@ -228,7 +227,7 @@ public final class StationDaemon: @unchecked Sendable {
             fail(slot, disk: disk, host: slot.host, error: error)
             return
         }
-        if !config.reflash(slot), let previous = alreadyProvisioned(slot, disk: disk) {
+        if !config.reflash(slot), case .success(let previous) = alreadyProvisioned(slot, disk: disk, report: true) {
             update(slot.name) { status in
                 status.state = .verified(alreadyProvisioned: true)
                 status.host = previous.host
@@ -239,6 +238,7 @@ public final class StationDaemon: @unchecked Sendable {
             return
         }
 
+        update(slot.name) { $0.state = .flashing(phase: "prepare", done: 0, total: nil, rate: 0) }
         var claimed: String?
         let hostName: String
         if let fixed = slot.host {
@@ -278,9 +278,7 @@ public final class StationDaemon: @unchecked Sendable {
                     "\(disk.devnode) (\(formatBytes(disk.size))) is smaller than the image (\(formatBytes(needed)))",
                     path: disk.devnode)
             }
-            let identities = host.secrets == nil ? [] : try AgeIdentity.load(
-                explicitFile: config.ageIdentity, environment: ProcessInfo.processInfo.environment)
-            let bootstrap = try host.bootstrap(identities: identities)
+            let bootstrap = try host.bootstrap(identities: identities(for: host))
             for mount in decision.autoMounts {
                 reporter.note("unmounting \(mount.source) from \(mount.mountPoint)")
                 try unmountFilesystem(at: mount.mountPoint)
@@ -312,29 +310,52 @@ public final class StationDaemon: @unchecked Sendable {
         }
     }
 
-    /// The journal entry that shows the card in this slot was just provisioned, or nil.
+    /// The journal entry that shows the card in this slot was just provisioned, or why not.
     ///
     /// All must hold: the slot's newest journal entry is a success; the card has the device
     /// serial, by-path and size recorded there (a different card, or the same card after it was
     /// rewritten elsewhere, usually differs in size or fails the next check); and the card still
     /// holds exactly the files injected then (each file's SHA-256, mode, uid and gid read back
     /// from the card's root filesystem equal the journal's). Anything unreadable means "no".
-    func alreadyProvisioned(_ slot: SlotConfig, disk: DiskDescription) -> JournalEntry? {
-        guard let last = (try? journal.entries(limit: 200))?.first(where: { $0.slot == slot.name }),
-              last.ok, let hostName = last.host,
-              last.deviceSize == disk.size, last.deviceSerial == disk.serial, last.deviceByPath == disk.byPath,
-              let host = try? catalog.load(hostName)
-        else { return nil }
-        if last.files.isEmpty { return last }
+    func alreadyProvisioned(_ slot: SlotConfig, disk: DiskDescription, report: Bool = false)
+        -> Result<JournalEntry, PiflashError>
+    {
+        func no(_ why: String) -> Result<JournalEntry, PiflashError> {
+            if report { note("slot \(slot.name): \(disk.devnode) is flashed: \(why)") }
+            return .failure(.failure(why))
+        }
+        let entries: [JournalEntry]
         do {
-            let identities = host.secrets == nil ? [] : try AgeIdentity.load(
-                explicitFile: config.ageIdentity, environment: ProcessInfo.processInfo.environment)
-            let files = try host.bootstrap(identities: identities).files
+            entries = try journal.entries(limit: 200)
+        } catch {
+            return no("the journal cannot be read: \(error)")
+        }
+        guard let last = entries.first(where: { $0.slot == slot.name }) else {
+            return no("the slot has no journal entry")
+        }
+        guard last.ok, let hostName = last.host else { return no("the slot's last job (entry \(last.id ?? 0)) failed") }
+        guard last.deviceSize == disk.size, last.deviceSerial == disk.serial, last.deviceByPath == disk.byPath else {
+            return no("the card's size, serial or by-path differ from journal entry \(last.id ?? 0)")
+        }
+        do {
+            let host = try catalog.load(hostName)
+            if last.files.isEmpty { return .success(last) }
+            let files = try host.bootstrap(identities: identities(for: host)).files
             let root = try RootPartition.locate(on: disk.devnode, selector: host.root)
             let onCard = try InjectionVerifier.verify(files, root: root, on: disk.devnode)
-            return onCard == last.files ? last : nil
+            return onCard == last.files ? .success(last)
+                : no("the files on the card differ from journal entry \(last.id ?? 0)")
         } catch {
-            return nil
+            return no("the card does not hold \(hostName)'s files: \(error)")
+        }
+    }
+
+    /// The age identities a host's secrets need: none for plain `dir` secrets or no secrets.
+    private func identities(for host: HostFile) throws -> [AgeIdentity] {
+        switch host.secrets {
+        case nil, .dir?: return []
+        case .sops?, .age?:
+            return try AgeIdentity.load(explicitFile: config.ageIdentity, environment: ProcessInfo.processInfo.environment)
         }
     }
 
