@@ -181,7 +181,18 @@ public final class StationDaemon: @unchecked Sendable {
         }
         for name in finished {
             running[name]?.thread.join()
-            running[name] = nil
+            let syspath = running.removeValue(forKey: name)?.syspath
+            // A verified card pulled before its thread was reaped: the slot is idle again. A failed
+            // one keeps showing why it failed until the next card.
+            if let syspath, (tracker.sizes[syspath] ?? 0) == 0 {
+                update(name) { status in
+                    if case .verified = status.state {
+                        status.state = .idle
+                        status.device = nil
+                        status.host = nil
+                    }
+                }
+            }
             if let syspath = pending.removeValue(forKey: name), let slot = config.slots.first(where: { $0.name == name }),
                (tracker.sizes[syspath] ?? 0) > 0 {
                 start(slot, syspath: syspath, live: live)

@@ -63,7 +63,7 @@ final class StationFixture {
     ///   - unslotted: loop numbers that are candidates but in no slot.
     ///   - hosts: host names to create (all in the queue).
     init(slots: [Int], unslotted: [Int] = [], hosts: [String] = ["pi-01", "pi-02"], imageMiB: Int? = nil,
-         extraConfig: String = "") throws {
+         slotHosts: [Int: String] = [:], extraConfig: String = "") throws {
         scratch = try ScratchDirectory("piflash-station-test")
         loops = (slots + unslotted).map { ReservedLoop(number: $0) }
         for loop in loops { try loop.reserve() }
@@ -111,6 +111,7 @@ final class StationFixture {
             let name = Self.slotName(index)
             rules += "SUBSYSTEM==\"block\", KERNEL==\"loop\(number)\", ENV{PIFLASH_SLOT}=\"\(name)-\(getpid())\", ENV{PIFLASH_CANDIDATE}=\"1\"\n"
             slotTables += "[[slot]]\nname = \"\(name)\"\nmatch = { PIFLASH_SLOT = \"\(name)-\(getpid())\" }\n"
+            if let host = slotHosts[index] { slotTables += "host = \"\(host)\"\n" }
         }
         for number in unslotted {
             rules += "SUBSYSTEM==\"block\", KERNEL==\"loop\(number)\", ENV{PIFLASH_CANDIDATE}=\"1\"\n"

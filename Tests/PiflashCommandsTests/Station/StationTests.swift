@@ -181,6 +181,33 @@ struct StationTests {
     }
 }
 
+extension StationTests {
+    @Test("a card already in a slot at start-up is flashed with the slot's fixed host; reflash = true flashes it again")
+    func cardPresentAtStartUp() throws {
+        let fixture = try StationFixture(slots: [236], hosts: ["pi-01", "pi-02"], slotHosts: [0: "pi-02"],
+                                         extraConfig: "reflash = true")
+        let card = try fixture.blankCard("card")
+        try fixture.loops[0].insert(card)
+        let station = try fixture.startStation()
+        defer { if station.isRunning { kill(station.pid, SIGKILL) } }
+        let events = StationEvents(station)
+        let first = try #require(events.result("TA"))
+        #expect(first["ok"] as? Bool == true, "\(first["error"] ?? "")")
+        #expect(first["host"] as? String == "pi-02", "the slot's fixed host, not the queue's first")
+        // reflash = true: the same card, reinserted, is flashed again.
+        fixture.loops[0].detach()
+        #expect(events.slot("TA", "idle", timeout: 60) != nil)
+        try fixture.loops[0].insert(card)
+        let second = try #require(events.result("TA"))
+        #expect(second["ok"] as? Bool == true)
+        kill(station.pid, SIGTERM)
+        #expect(station.finish(timeout: 60).status == 0)
+        let history = try Shell.run([Shell.piflash, "history", "--journal", fixture.journal, "--json"])
+        let entries = history.stdout.split(separator: "\n").compactMap { StationFixture.event(String($0)) }
+        #expect(entries.filter { $0["ok"] as? Bool == true && $0["host"] as? String == "pi-02" }.count == 2)
+    }
+}
+
 extension PiflashProcess {
     /// Whether the process has not exited yet.
     var isRunning: Bool { kill(pid, 0) == 0 }
