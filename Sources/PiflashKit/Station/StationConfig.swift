@@ -103,7 +103,7 @@ public struct StationConfig: Sendable, Equatable {
         slots.first { $0.matches(properties) }
     }
 
-    /// Whether the journal shows this slot's cards must be flashed even when just provisioned.
+    /// Whether this slot flashes a card again although the journal shows it was just provisioned.
     public func reflash(_ slot: SlotConfig) -> Bool { slot.reflash ?? reflash }
 
     /// Reads and validates the station file.
