@@ -331,8 +331,9 @@ public final class Ext2Filesystem {
         try writeInode(inode, &raw)
     }
 
-    /// Frees every block of a file and sets its size to 0 (`ext2fs_punch`).
-    private func truncate(_ inode: Ext2InodeNumber) throws {
+    /// Frees every block of a regular file and sets its size to 0 (`ext2fs_punch`); the inode, its
+    /// name, owner and mode stay.
+    public func truncate(_ inode: Ext2InodeNumber) throws {
         var raw = try readInode(inode)
         let code = withUnsafeMutablePointer(to: &raw) { pointer in
             pointer.withMemoryRebound(to: ext2_inode.self, capacity: 1) {

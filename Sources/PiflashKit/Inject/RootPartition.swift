@@ -61,8 +61,13 @@ public struct RootPartition: Sendable, Equatable, Codable, CustomStringConvertib
             ? "it has no partitions"
             : "it has " + table.partitions.map(\.summary).joined(separator: "; ")
         guard let entry = matches.first else {
+            let wanted: String
+            switch selector {
+            case .label(let label): wanted = "no partition labelled \(label)"
+            case .number(let number): wanted = "no partition \(number)"
+            }
             throw PiflashError.usage(
-                "no partition with \(selector) on \(path): \(existing)", path: path,
+                "\(wanted) on \(path): \(existing)", path: path,
                 hint: "check [root] in the host file (label = \"…\" or partition = N) against the image")
         }
         guard matches.count == 1 else {
