@@ -17,9 +17,9 @@ struct Ext4PatcherTests {
         var image: String
         var root: RootPartition
 
-        init(gpt: Bool = false, extraMiB: Int? = nil) throws {
+        init(gpt: Bool = false, extraMiB: Int? = nil, largeBlocks: Bool = false) throws {
             directory = try InjectFixtures.temporaryDirectory()
-            image = try InjectFixtures.makeImage(in: directory, gpt: gpt, extraMiB: extraMiB)
+            image = try InjectFixtures.makeImage(in: directory, gpt: gpt, extraMiB: extraMiB, largeBlocks: largeBlocks)
             root = try RootPartition.locate(on: image, selector: .label("NIXOS_SD"))
             let independent = try InjectFixtures.sfdiskPartition(image, number: 2)
             #expect(root.offset == independent.offset && root.size == independent.size)
@@ -52,6 +52,21 @@ struct Ext4PatcherTests {
         let verified = try InjectionVerifier.verify(files, root: fixture.root, on: fixture.image)
         #expect(verified == files.map(\.record))
 
+        try fixture.expectClean()
+        try InjectFixtures.expectKernelSees(files, on: fixture.image, offset: fixture.root.offset, size: fixture.root.size)
+        #expect(try fixture.registrationDigest() == registration)
+    }
+
+    @Test("injects into a root with 4 KiB blocks and a journal, as real sdImages have")
+    func injectIntoLargeBlockRoot() throws {
+        let fixture = try Fixture(largeBlocks: true)
+        defer { fixture.remove() }
+        #expect(try blockSizeOf(fixture) == 4096)
+        var files = try InjectFixtures.specFiles()
+        files.append(BootstrapFile(path: "/var/lib/bootstrap/blob", content: (0..<100_000).map { UInt8($0 % 251) }, mode: 0o400))
+        let registration = try fixture.registrationDigest()
+        try Ext4Patcher.inject(files, into: fixture.root, on: fixture.image, reporter: SilentReporter())
+        try InjectionVerifier.verify(files, root: fixture.root, on: fixture.image)
         try fixture.expectClean()
         try InjectFixtures.expectKernelSees(files, on: fixture.image, offset: fixture.root.offset, size: fixture.root.size)
         #expect(try fixture.registrationDigest() == registration)
