@@ -157,6 +157,37 @@ struct Ext4PatcherTests {
         #expect(error.message.contains("/var/lib is a symlink"), "\(error.message)")
         try fixture.expectClean()
         #expect(try InjectFixtures.sha256(ofFile: fixture.image) == before)
+
+        // Neither a directory nor a file as a parent is replaced or written through.
+        let cases = [
+            ("/boot/extlinux", "exists inside the image as a directory"),
+            ("/boot/extlinux/extlinux.conf/key", "/boot/extlinux/extlinux.conf is a regular file"),
+            ("/etc/static", "exists inside the image as a symlink"),
+        ]
+        for (path, reason) in cases {
+            let refused = try #require(throws: PiflashError.self, "\(path)") {
+                try Ext4Patcher.inject(
+                    [BootstrapFile(path: path, content: [1], mode: 0o600)], into: fixture.root, on: fixture.image,
+                    reporter: SilentReporter())
+            }
+            #expect(refused.status == .usage)
+            #expect(refused.message.contains(reason), "\(refused.message)")
+        }
+        #expect(try InjectFixtures.sha256(ofFile: fixture.image) == before)
+    }
+
+    @Test("a root whose journal needs recovery is refused")
+    func journalNeedsRecovery() throws {
+        let fixture = try Fixture(largeBlocks: true)
+        defer { fixture.remove() }
+        _ = try InjectFixtures.debugfs(fixture.image, offset: fixture.root.offset, "feature needs_recovery")
+        let before = try InjectFixtures.sha256(ofFile: fixture.image)
+        let error = try #require(throws: PiflashError.self) {
+            try Ext4Patcher.inject(try InjectFixtures.specFiles(), into: fixture.root, on: fixture.image, reporter: SilentReporter())
+        }
+        #expect(error.status == .usage)
+        #expect(error.message.contains("journal needs recovery"), "\(error.message)")
+        #expect(try InjectFixtures.sha256(ofFile: fixture.image) == before)
     }
 
     @Test("paths the host-file rules refuse are refused before the image is opened")
