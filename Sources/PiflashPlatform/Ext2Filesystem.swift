@@ -197,9 +197,8 @@ public final class Ext2Filesystem {
     /// Reads an inode (`ext2fs_read_inode_full`).
     public func stat(_ inode: Ext2InodeNumber) throws -> Ext2Stat {
         let raw = try readInode(inode)
-        let small = raw.smallView
-        var small2 = small
-        let sectors = ext2fs_get_stat_i_blocks(fs, &small2)
+        var small = raw.smallView
+        let sectors = ext2fs_get_stat_i_blocks(fs, &small)
         return Ext2Stat(
             inode: inode, mode: raw.i_mode,
             uid: UInt32(raw.i_uid) | UInt32(raw.osd2.linux2.l_i_uid_high) << 16,
@@ -250,7 +249,7 @@ public final class Ext2Filesystem {
         _ name: String, in parent: Ext2InodeNumber, replacing existing: Ext2InodeNumber?, content: [UInt8],
         permissions: UInt16, uid: UInt32, gid: UInt32, time: timespec
     ) throws -> Ext2InodeNumber {
-        var target: Ext2InodeNumber
+        let target: Ext2InodeNumber
         if let existing, try stat(existing).linksCount <= 1 {
             target = existing
             try truncate(existing)

@@ -40,7 +40,7 @@ enum InjectFixtures {
         var template = Array((NSTemporaryDirectory() + "/piflash-stderr-XXXXXX").utf8CString)
         let errFD = mkstemp(&template)
         guard errFD >= 0 else { throw FixtureError("mkstemp failed: \(errno)") }
-        unlink(String(cString: template))
+        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
         let errHandle = FileHandle(fileDescriptor: errFD, closeOnDealloc: true)
         let out = Pipe()
         process.standardOutput = out
