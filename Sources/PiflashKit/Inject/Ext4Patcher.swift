@@ -19,7 +19,7 @@ public enum Ext4Patcher {
     /// is written or replaced (old blocks freed), and given its mode, uid, gid and atime = mtime =
     /// ctime = now. Closing flushes and fsyncs; a flush error is thrown.
     ///
-    /// Nothing else in the filesystem is touched. Paths under `/etc` are written, with a warning.
+    /// Nothing else in the filesystem is touched. Paths under `/etc` are written (the host file warns about them).
     ///
     /// - Returns: the records (path, content SHA-256, mode, uid, gid) of the files as intended; the
     ///   proof that they are on the medium is ``InjectionVerifier/verify(_:root:on:)``.
@@ -30,12 +30,8 @@ public enum Ext4Patcher {
     public static func inject(
         _ files: [BootstrapFile], into root: RootPartition, on path: String, reporter: Reporter
     ) throws -> [InjectedFile] {
+        // Paths under /etc were already warned about when the host file was read, before any card.
         let paths = try validate(files)
-        for entry in paths where entry.isUnderEtc {
-            reporter.warning(
-                "\(entry.text) is under /etc, which NixOS regenerates on activation: the file may not survive first boot; "
-                    + "put bootstrap state under /var/lib")
-        }
         let total = files.reduce(UInt64(0)) { $0 + UInt64($1.content.count) }
         let started = monotonicSeconds()
         reporter.begin("inject", total: total)

@@ -46,8 +46,6 @@ struct InjectionPath: Sendable, Hashable {
         self.components = components
     }
 
-    /// Whether the path lies under `/etc`, which NixOS regenerates on activation.
-    var isUnderEtc: Bool { components.count >= 2 && components[0] == "etc" }
 }
 
 /// What a walk down an injection path found in the filesystem.
