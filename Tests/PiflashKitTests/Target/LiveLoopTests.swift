@@ -112,9 +112,16 @@ final class Scratch: @unchecked Sendable {
         mountPoints.append(mountPoint)
     }
 
+    /// Detaches a loop device and waits until it is really free: while udevd's probe still
+    /// holds it open, the kernel only marks it for autoclear.
+    func detach(_ device: String) throws {
+        try run("losetup", "-d", device)
+        try run("udevadm", "settle", "--timeout=30")
+    }
+
     func cleanUp() {
         for mountPoint in mountPoints.reversed() { _ = try? run("umount", mountPoint) }
-        for loop in loops.reversed() { _ = try? run("losetup", "-d", loop) }
+        for loop in loops.reversed() { try? detach(loop) }
         for path in paths.reversed() { try? FileManager.default.removeItem(atPath: path) }
         try? FileManager.default.removeItem(atPath: directory)
     }
@@ -294,24 +301,29 @@ struct LiveLoopTests {
         let file = try scratch.file("g", size: 48 * mib, tagged: true)
         // Get a loop device of our own, then detach it: it stays as an empty node.
         let device = try scratch.attach(file)
-        try run("losetup", "-d", device)
+        try scratch.detach(device)
         let name = String(device.split(separator: "/").last!)
         #expect(Sysfs.read("/sys/class/block/\(name)/size") == "0")
 
         let monitor = try UdevMonitor(context: try UdevContext())
         try run("losetup", device, file)
         scratch.remember(loop: device)
-        var seen: UdevEvent?
+        // Attaching gives more than one change event (the new capacity, then the bound device);
+        // read them until one carries the rule's tag.
+        var events: [UdevEvent] = []
         let deadline = monotonicSeconds() + 20
-        while seen == nil, monotonicSeconds() < deadline {
+        while !events.contains(where: { $0.properties["PIFLASH_CANDIDATE"] == "1" }), monotonicSeconds() < deadline {
             guard let event = try monitor.next(timeout: deadline - monotonicSeconds()) else { break }
-            if event.sysname == name, event.action == "change", event.sizeBytes > 0 { seen = event }
+            if event.sysname == name { events.append(event) }
         }
-        let event = try #require(seen, "no change event for \(device) within 20 s")
+        let described = events.map { "\($0.action) size=\($0.sizeBytes) tagged=\($0.properties["PIFLASH_CANDIDATE"] ?? "-")" }
+        let first = try #require(events.first, "no event for \(device) within 20 s")
+        #expect(first.action == "change", "\(described)")
+        #expect(events.allSatisfy { $0.action == "change" }, "\(described)")
+        let event = try #require(events.last { $0.properties["PIFLASH_CANDIDATE"] == "1" }, "no tagged event: \(described)")
         #expect(event.sizeBytes == 48 * mib)
         #expect(event.devtype == "disk")
         #expect(event.devnode == device)
-        #expect(event.properties["PIFLASH_CANDIDATE"] == "1", "the event carries the properties set by the rules")
         #expect(isMediaArrival(event))
     }
 
@@ -323,7 +335,9 @@ struct LiveLoopTests {
         try #require(before.isEmpty, "another candidate is present: \(before.map(\.disk.devnode))")
         let file = try scratch.file("h", size: 40 * mib, tagged: true)
         let device = try scratch.attach(file)
-        try run("losetup", "-d", device)
+        try scratch.detach(device)
+        let name = String(device.split(separator: "/").last!)
+        #expect(Sysfs.read("/sys/class/block/\(name)/size") == "0")
 
         let reporter = RecordingReporter()
         let result = Mutex<Result<DiskDescription, any Error>?>(nil)
