@@ -67,7 +67,7 @@ struct Devices: AsyncParsableCommand {
             ])
             return
         }
-        writeAll(DeviceTable.render(shown, showStatus: all), to: 1)
+        if !shown.isEmpty { writeAll(DeviceTable.render(shown, showStatus: all), to: 1) }
         if candidates == 0 {
             let hint = all
                 ? "No candidate: insert a card (or tag a disk with PIFLASH_CANDIDATE=1).\n"

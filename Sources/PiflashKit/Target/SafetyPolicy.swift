@@ -21,9 +21,9 @@ public enum RefusalReason: Sendable, Equatable, CustomStringConvertible {
     /// A server BMC's virtual medium (AMI "Virtual SD0", iDRAC "Virtual Floppy"): USB, but not a card.
     case virtualMedium(model: String)
     /// sysfs `ro` is 1: the write-protect switch, or a read-only loop device.
-    case readOnly
+    case readOnly(bus: DiskBus)
     /// Size 0: a card reader without a card, or a detached loop device.
-    case noMedium(loop: Bool)
+    case noMedium(bus: DiskBus)
     case tooSmall(size: UInt64, needed: UInt64)
     case tooLarge(size: UInt64, limit: UInt64)
 
@@ -63,10 +63,14 @@ public enum RefusalReason: Sendable, Equatable, CustomStringConvertible {
             "is not removable media, not on USB or MMC (bus: \(bus.rawValue)) and not tagged PIFLASH_CANDIDATE=1"
         case .virtualMedium(let model):
             "is a server management controller's virtual medium (\(model)), not a card"
-        case .readOnly:
-            "is read-only (write-protect switch on the card or adapter?)"
-        case .noMedium(let loop):
-            loop ? "has no backing file (a detached loop device)" : "has no medium: no card in the reader"
+        case .readOnly(let bus):
+            bus == .loop ? "is read-only (attached with losetup -r)" : "is read-only (is the card's write-protect switch on LOCK?)"
+        case .noMedium(let bus):
+            switch bus {
+            case .loop: "has no backing file (a detached loop device)"
+            case .usb, .mmc, .scsi, .unknown: "has no medium: no card in the reader"
+            default: "is empty (size 0)"
+            }
         case .tooSmall(let size, let needed):
             "is too small: \(formatBytes(size)) for an image of \(formatBytes(needed))"
         case .tooLarge(let size, let limit):
@@ -193,9 +197,9 @@ public struct SafetyPolicy: Sendable, Equatable {
 
         if because.isEmpty { reasons.append(.notCandidate(bus: disk.bus)) }
         if let model = virtualMedium(disk) { reasons.append(.virtualMedium(model: model)) }
-        if disk.readOnly { reasons.append(.readOnly) }
+        if disk.readOnly { reasons.append(.readOnly(bus: disk.bus)) }
         if disk.size == 0 {
-            reasons.append(.noMedium(loop: disk.bus == .loop))
+            reasons.append(.noMedium(bus: disk.bus))
         } else {
             if let imageSize, disk.size < imageSize { reasons.append(.tooSmall(size: disk.size, needed: imageSize)) }
             if disk.size > maxSize { reasons.append(.tooLarge(size: disk.size, limit: maxSize)) }

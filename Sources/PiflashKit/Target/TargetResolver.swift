@@ -183,7 +183,7 @@ public func refusal(_ disk: DiskDescription, _ decision: Decision) -> PiflashErr
     var hint: String? = nil
     if decision.reasons.contains(where: { if case .notCandidate = $0 { true } else { false } }) {
         hint = "if it really is a card, tag it with a udev rule setting ENV{PIFLASH_CANDIDATE}=\"1\" (see udev-rules/60-piflash.rules)"
-    } else if decision.reasons.contains(.readOnly) {
+    } else if decision.reasons.contains(.readOnly(bus: disk.bus)), disk.bus != .loop {
         hint = "slide the card's lock switch away from LOCK and reinsert it"
     } else if decision.reasons.contains(where: { if case .tooLarge = $0 { true } else { false } }) {
         hint = "if you are sure, raise the limit with --max-size"

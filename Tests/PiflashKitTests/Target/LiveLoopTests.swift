@@ -216,7 +216,7 @@ struct LiveLoopTests {
         let disk = try live.describe(path: device)
         #expect(disk.readOnly)
         #expect(disk.isTagged)
-        #expect(try live.decide(disk, policy: SafetyPolicy()).reasons == [.readOnly])
+        #expect(try live.decide(disk, policy: SafetyPolicy()).reasons == [.readOnly(bus: .loop)])
     }
 
     @Test("a loop device smaller than the image is refused")

@@ -110,7 +110,7 @@ struct SafetyPolicyTests {
             == [.tooLarge(size: 3_965_190_144, limit: 2 * GiB)])
         disk.size = 0
         let empty = SafetyPolicy(imageSize: 4 * GiB).decide(disk, mounts: MountTable())
-        #expect(empty.reasons == [.noMedium(loop: false)])
+        #expect(empty.reasons == [.noMedium(bus: .usb)])
         #expect(empty.reasons[0].description == "has no medium: no card in the reader")
     }
 
@@ -118,7 +118,7 @@ struct SafetyPolicyTests {
     func readOnly() throws {
         var disk = try card()
         disk.readOnly = true
-        #expect(SafetyPolicy().decide(disk, mounts: MountTable()).reasons == [.readOnly])
+        #expect(SafetyPolicy().decide(disk, mounts: MountTable()).reasons == [.readOnly(bus: .usb)])
     }
 
     @Test("a tag makes a disk a candidate; it does not override the rest")
@@ -131,7 +131,7 @@ struct SafetyPolicyTests {
         #expect(tagged.isCandidate)
         #expect(tagged.candidateBecause == ["tagged"])
         loop.readOnly = true
-        #expect(SafetyPolicy().decide(loop, mounts: MountTable()).reasons == [.readOnly])
+        #expect(SafetyPolicy().decide(loop, mounts: MountTable()).reasons == [.readOnly(bus: .loop)])
     }
 
     @Test("all three empty LUNs of a multi-card reader have no medium")
@@ -139,7 +139,7 @@ struct SafetyPolicyTests {
         let disks = DiskDescription.fromRecords(try UdevSamples.records("usb-sd-reader-multilun-empty-slots.txt"))
         #expect(disks.count == 3)
         for disk in disks {
-            #expect(SafetyPolicy().decide(disk, mounts: MountTable()).reasons == [.noMedium(loop: false)])
+            #expect(SafetyPolicy().decide(disk, mounts: MountTable()).reasons == [.noMedium(bus: .usb)])
         }
     }
 
