@@ -158,8 +158,16 @@ public func resolveTarget(_ request: TargetRequest, reporter: any Reporter, prom
         }
     }
 
-    // The world may have moved while the person was reading: decide again, then unmount.
+    // The world may have moved while the person was reading: the same medium must still be
+    // there (a new card bumps DISKSEQ), then decide again and unmount.
+    let confirmed = disk
     disk = try live.describe(syspath: "/sys" + (disk.devpath ?? "/class/block/\(disk.sysname)"))
+    if disk.size != confirmed.size || disk.properties["DISKSEQ"] != confirmed.properties["DISKSEQ"]
+        || disk.serial != confirmed.serial
+    {
+        throw PiflashError.refused("the card in \(disk.devnode) changed while waiting for confirmation", path: disk.devnode,
+                                   hint: "run the command again")
+    }
     let decision = try live.decide(disk, policy: policy)
     guard decision.isCandidate else { throw refusal(disk, decision) }
     for mount in decision.autoMounts {
