@@ -377,6 +377,39 @@ struct LiveLoopTests {
         #expect(elapsed >= 1.4 && elapsed < 10)
     }
 
+    @Test("the shipped rules parse cleanly in udevd and leave a plain loop device untagged")
+    func shippedRules() throws {
+        var packageRoot = #filePath
+        for _ in 0..<4 { packageRoot = String(packageRoot[..<packageRoot.lastIndex(of: "/")!]) }
+        let shipped = [
+            ("\(packageRoot)/udev-rules/60-piflash.rules", "/run/udev/rules.d/60-piflash-shipped-test.rules"),
+            ("\(packageRoot)/udev-rules/61-piflash-slots.rules.example", "/run/udev/rules.d/61-piflash-slots-shipped-test.rules"),
+        ]
+        let scratch = try Scratch()
+        defer {
+            scratch.cleanUp()
+            for (_, installed) in shipped { try? FileManager.default.removeItem(atPath: installed) }
+        }
+        for (source, installed) in shipped {
+            try FileManager.default.copyItem(atPath: source, toPath: installed)
+        }
+        let device = try scratch.attach(try scratch.file("rules", size: 8 * mib, tagged: false))
+        let name = String(device.split(separator: "/").last!)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["udevadm", "test", "--action=change", "/sys/class/block/\(name)"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(output.contains("60-piflash-shipped-test.rules"), "udevadm test did not read the shipped rules")
+        let complaints = output.split(separator: "\n").filter { $0.contains("shipped-test.rules:") }
+        #expect(complaints.isEmpty, "udevd complains about the shipped rules: \(complaints)")
+        #expect(!output.contains("PIFLASH_CANDIDATE=1"), "a plain loop device must not be tagged")
+    }
+
     @Test("a path that is not a block device is a usage error")
     func notABlockDevice() throws {
         let live = try LiveDisks()
