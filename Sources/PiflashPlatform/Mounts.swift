@@ -141,12 +141,15 @@ public enum SwapTable {
 }
 
 /// Unmounts a filesystem (`umount2(path, 0)`: no lazy or forced unmount, so a busy filesystem
-/// is reported rather than detached behind its users' backs).
+/// is reported rather than detached behind its users' backs). A path that is no longer a mount
+/// point (`EINVAL`: an automounter got there first) is not an error; callers check the mount
+/// table afterwards.
 /// - Throws: ``PiflashError`` (`.refused` for `EBUSY`) when the kernel refuses.
 public func unmountFilesystem(at path: String) throws {
     while umount2(path, 0) != 0 {
         let code = errno
         if code == EINTR { continue }
+        if code == EINVAL { return }
         if code == EBUSY {
             throw PiflashError(.refused, "cannot unmount \(path): it is in use", path: path, call: "umount2", errno: code,
                                hint: "close the programs using it (see `fuser -vm \(path)`) and try again")

@@ -92,6 +92,19 @@ public struct UdevBlockDisk: Sendable {
     /// Names of other block devices that sit below this one in sysfs and are not partitions
     /// (eMMC `mmcblk0boot0`, `mmcblk0boot1`, `mmcblk0rpmb`).
     public var siblingAreas: [String]
+
+    /// Whether an ancestor belongs to this subsystem (`usb`, `mmc`, `scsi`, `nvme`, `virtio`…).
+    public func hasAncestor(subsystem: String) -> Bool {
+        ancestors.contains { $0.subsystem == subsystem }
+    }
+
+    /// Whether the disk hangs on USB somewhere up its device tree (also behind SAT bridges that
+    /// make udev say `ID_BUS=ata`).
+    public var hasUSBAncestor: Bool { hasAncestor(subsystem: "usb") }
+    /// Whether the disk is an MMC/SD card (or eMMC) in an MMC host.
+    public var hasMMCAncestor: Bool { hasAncestor(subsystem: "mmc") }
+    /// Whether a SCSI device sits between the disk and its host (USB mass storage, SATA, SAS).
+    public var hasSCSIAncestor: Bool { hasAncestor(subsystem: "scsi") }
 }
 
 extension UdevDevice {

@@ -250,7 +250,9 @@ public struct SafetyPolicy: Sendable, Equatable {
     }
 
     /// BMC virtual media: USB mass storage that a server's management controller emulates.
+    /// (Only on USB: a hypervisor's "Virtual disk" on SCSI is refused for not being removable.)
     func virtualMedium(_ disk: DiskDescription) -> String? {
+        guard disk.bus == .usb else { return nil }
         let model = disk.model ?? ""
         let vendor = disk.vendor ?? ""
         let bmcVendors = ["AMI", "iDRAC", "HP iLO", "iLO", "Avocent", "Supermicro", "Lenovo XCC", "Cisco CIMC"]

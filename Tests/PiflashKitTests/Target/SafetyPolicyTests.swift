@@ -134,6 +134,13 @@ struct SafetyPolicyTests {
         #expect(SafetyPolicy().decide(loop, mounts: MountTable()).reasons == [.readOnly(bus: .loop)])
     }
 
+    @Test("a hypervisor's SCSI 'Virtual disk' is refused for not being removable, not as BMC media")
+    func hypervisorDisk() {
+        let disk = DiskDescription(devnode: "/dev/sda", sysname: "sda", devpath: "/devices/pci0000:00/0000:00:10.0/host2/target2:0:0/2:0:0:0/block/sda",
+                                   model: "Virtual disk", vendor: "VMware", size: 16 * GiB, bus: .scsi)
+        #expect(SafetyPolicy().decide(disk, mounts: MountTable()).reasons == [.notCandidate(bus: .scsi)])
+    }
+
     @Test("all three empty LUNs of a multi-card reader have no medium")
     func multiLUN() throws {
         let disks = DiskDescription.fromRecords(try UdevSamples.records("usb-sd-reader-multilun-empty-slots.txt"))
