@@ -25,7 +25,8 @@ struct Devices: AsyncParsableCommand {
             (device, sysname, model, vendor, serial, size in bytes, bus, by_path, by_path_link, \
             removable, read_only, tagged, mountpoints, partitions, holders, candidate, because, \
             reasons with code and message, will_unmount, properties), then a final \
-            {"event":"result","ok":true,"candidates":N,"devices":N}.
+            {"event":"result","ok":true,"candidates":N,"devices":N,"max_size":BYTES} (on failure \
+            "ok":false with "error" and "exit_code").
 
             Exit status: 0 when the list was made (even if it is empty), 1 when udev or the mount \
             table could not be read, 2 for a bad option.
@@ -53,7 +54,15 @@ struct Devices: AsyncParsableCommand {
 
     func run() async throws {
         let limit = maxSize.flatMap(parseByteSize) ?? SafetyPolicy.defaultMaxSize
-        let surveyed = try LiveDisks().survey(SafetyPolicy(maxSize: limit))
+        let surveyed: [SurveyedDisk]
+        do {
+            surveyed = try LiveDisks().survey(SafetyPolicy(maxSize: limit))
+        } catch let error as PiflashError where json {
+            JSONLinesReporter().event("result", [
+                ("ok", false), ("error", .string(error.description)), ("exit_code", .int(Int64(error.status.rawValue))),
+            ])
+            throw error
+        }
         let shown = all ? surveyed : surveyed.filter(\.decision.isCandidate)
         let candidates = surveyed.filter(\.decision.isCandidate).count
         if json {
