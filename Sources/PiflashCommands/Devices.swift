@@ -12,7 +12,7 @@ struct Devices: AsyncParsableCommand {
             or MMC bus, or is tagged PIFLASH_CANDIDATE=1 by a udev rule (udev-rules/60-piflash.rules). \
             It is refused when it, one of its partitions or a device stacked on it (LUKS, LVM, RAID) \
             backs a mounted system path or is swap, when it is read-only, has no medium (a reader \
-            without a card), is larger than --max-size, or is built-in eMMC storage. Filesystems \
+            without a card), is larger than --max-size, is built-in eMMC storage, or is a server BMC's virtual medium. Filesystems \
             mounted under /media, /run/media or /mnt are not a reason: piflash unmounts them before \
             writing.
 
