@@ -60,6 +60,7 @@ struct TaggingRule: SuiteTrait, TestScoping {
     func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void)
         async throws
     {
+        guard LiveUdev.ready else { return try await function() }  // the suite skips itself
         try FileManager.default.createDirectory(atPath: "/run/udev/rules.d", withIntermediateDirectories: true)
         try LiveUdev.rule.write(toFile: LiveUdev.rulePath, atomically: true, encoding: .utf8)
         try run("udevadm", "control", "--reload")
