@@ -328,6 +328,28 @@ struct LiveLoopTests {
         #expect(isMediaArrival(event))
     }
 
+    @Test("waiting on the monitor sleeps in poll(2): no busy loop")
+    func monitorDoesNotSpin() throws {
+        func cpuSeconds() -> Double {
+            var usage = rusage()
+            getrusage(RUSAGE_SELF.rawValue, &usage)
+            return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+                + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+        }
+        let monitor = try UdevMonitor(context: try UdevContext())
+        let startCPU = cpuSeconds()
+        let start = monotonicSeconds()
+        let deadline = start + 1.5
+        // Other people's devices may send events meanwhile: keep waiting until the deadline.
+        while monotonicSeconds() < deadline {
+            _ = try monitor.next(timeout: deadline - monotonicSeconds())
+        }
+        let wall = monotonicSeconds() - start
+        let cpu = cpuSeconds() - startCPU
+        #expect(wall >= 1.5 && wall < 3)
+        #expect(cpu < 0.3, "waiting 1.5 s cost \(cpu) s of CPU")
+    }
+
     @Test("waiting for a card: the resolver takes the loop attached while it waits")
     func waitForCard() throws {
         let scratch = try Scratch()
