@@ -3,7 +3,7 @@ import Testing
 
 /// `piflash flash HOST` end to end, checked with tools piflash did not write: e2fsck, a read-only
 /// kernel mount, ssh-keygen, sfdisk, debugfs.
-@Suite("flash a host", .serialized, .enabled(if: Shell.isRoot, "needs root for loop devices and mounts"))
+@Suite("flash a host", .serialized, .enabled(if: CandidateTagging.ready, "needs root (loop devices, mounts) and systemd-udevd"), .candidateTagging)
 struct FlashTests {
     /// Checks a provisioned card or image with independent tools.
     func checkProvisioned(_ target: String, host: HostFixture, result: [String: Any]) throws {
