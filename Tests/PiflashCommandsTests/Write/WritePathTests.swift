@@ -65,6 +65,27 @@ struct WritePathTests {
         _ = keep
     }
 
+    @Test("peak memory does not grow with the image: 32 MiB and 1 GiB images")
+    func memoryIsBounded() throws {
+        let scratch = try ScratchDirectory()
+        func peakRSS(imageMiB: Int) throws -> Int {
+            let image = scratch.file("zeros-\(imageMiB).img.zst")
+            try Shell.sh("head -c \(imageMiB << 20) /dev/zero | zstd -q -o '\(image)'")
+            // The child's own peak (ru_maxrss of the one child of a fresh python3), in KiB.
+            let script = "import resource,subprocess,sys; r=subprocess.run(sys.argv[1:]); "
+                + "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)"
+            let run = try Shell.run(["python3", "-c", script, Shell.piflash, "write", image, "--output", scratch.file("out.img"),
+                                     "--json", "--journal", scratch.file("journal.sqlite")])
+            #expect(run.status == 0, "\(run.stderr)")
+            try Shell.sh("rm -f '\(scratch.file("out.img"))' '\(image)'")
+            return Int(run.stdout.split(separator: "\n").last!.trimmingCharacters(in: .whitespaces))!
+        }
+        let small = try peakRSS(imageMiB: 32)
+        let large = try peakRSS(imageMiB: 1024)
+        #expect(large < 64 << 10, "peak RSS \(large) KiB stays under 64 MiB")
+        #expect(large - small < 4 << 10, "peak RSS grows by \(large - small) KiB from 32 MiB to 1 GiB")
+    }
+
     @Test("--output writes an image file that equals the image")
     func writesToAnImageFile() throws {
         let scratch = try ScratchDirectory()
