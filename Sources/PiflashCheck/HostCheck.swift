@@ -102,7 +102,7 @@ public enum HostCheckEvent: Sendable {
         case .retry:
             return nil
         case .reachable(let waited):
-            return "reachable after \(formatSeconds(waited))"
+            return "reachable after \(formatElapsed(waited))"
         case .hostKey(let expected, let observed, let algorithm, let matches, _):
             return matches
                 ? "✓ ssh host key \(observed) (\(algorithm)) matches the pinned key"

@@ -36,6 +36,11 @@ func formatSeconds(_ seconds: Double) -> String {
     return tenths == tenths.rounded() ? "\(Int(tenths)) s" : "\(tenths) s"
 }
 
+/// A measured duration for a message: `0.03 s`, `1.5 s`, `12.0 s`.
+func formatElapsed(_ seconds: Double) -> String {
+    seconds < 1 ? "\((seconds * 100).rounded() / 100) s" : "\((seconds * 10).rounded() / 10) s"
+}
+
 /// A network error in words: `connection refused`, `cannot resolve bastet.local`, `timed out after 5 s`.
 func describeNetworkError(_ error: any Error) -> String {
     switch error {

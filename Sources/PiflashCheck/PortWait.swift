@@ -42,8 +42,8 @@ public func waitForPort(
         if left <= 0 {
             throw PiflashError.failure(
                 "host \(hostPort(host, port)) did not answer within \(formatSeconds(timeout)) "
-                    + "(waited \(formatSeconds(waited)), \(attempt) attempt\(attempt == 1 ? "" : "s"), last: \(reason))",
-                hint: "check that the host is powered, on the network and that the address is right (--address)")
+                    + "(waited \(formatElapsed(waited)), \(attempt) attempt\(attempt == 1 ? "" : "s"), last: \(reason))",
+                hint: "check that the host is powered and on the network, and that its address is right: see --address")
         }
         let pause = min(delay, left)
         retrying(attempt, reason, waited, pause)
