@@ -185,6 +185,8 @@ final class SSHServerFixture: @unchecked Sendable {
 
     let folder: TemporaryFolder
     let port: Int
+    /// The host key (private) sshd serves.
+    let privateKeyPath: String
     /// The host key's `.pub` file.
     let publicKeyPath: String
     /// The content of the `.pub` file.
@@ -193,10 +195,23 @@ final class SSHServerFixture: @unchecked Sendable {
     let fingerprint: String
     private let server: StartedProcess
 
-    init() throws {
+    /// - Parameter privateKey: the host key to serve (an OpenSSH private key file's content);
+    ///   a fresh one from `ssh-keygen` when nil.
+    init(privateKey: String? = nil) throws {
         folder = try TemporaryFolder()
         let key = folder.path + "/ssh_host_ed25519_key"
-        try runTool("/usr/bin/ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "test-host", "-f", key])
+        if let privateKey {
+            let fd = open(key, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw PiflashError.system("open", errno: errno, path: key) }
+            _ = Array(privateKey.utf8).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            close(fd)
+            let derived = try runTool("/usr/bin/ssh-keygen", ["-y", "-f", key])
+            guard derived.status == 0 else { throw PiflashError.failure("ssh-keygen -y: \(derived.errors)") }
+            try derived.output.write(toFile: key + ".pub", atomically: true, encoding: .utf8)
+        } else {
+            try runTool("/usr/bin/ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "test-host", "-f", key])
+        }
+        privateKeyPath = key
         publicKeyPath = key + ".pub"
         publicKeyLine = try String(contentsOfFile: publicKeyPath, encoding: .utf8)
         fingerprint = try sshKeygenFingerprint(publicKeyPath)
