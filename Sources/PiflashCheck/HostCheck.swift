@@ -178,6 +178,7 @@ public enum HostCheck {
         report: @escaping @Sendable (HostCheckEvent) -> Void
     ) async throws {
         report(.waiting(address: plan.address, port: plan.sshPort, timeout: plan.timeout))
+        let start = monotonicSeconds()
         let waited = try await waitForPort(
             host: plan.address, port: plan.sshPort, timeout: plan.timeout, group: group
         ) { attempt, reason, waited, nextDelay in
@@ -186,9 +187,29 @@ public enum HostCheck {
         result.waitedSeconds = waited
         report(.reachable(waited: waited))
 
-        let started = monotonicSeconds()
-        let blob = try await HostKeyProbe.fetch(
-            host: plan.address, port: plan.sshPort, timeout: plan.keyExchangeTimeout, group: group)
+        // A host still booting may accept connections before its sshd is ready: retry the key
+        // exchange with backoff while the timeout allows, then report the last failure.
+        var started = monotonicSeconds()
+        var delay = 0.5
+        var attempt = 0
+        let blob: [UInt8]
+        while true {
+            attempt += 1
+            do {
+                blob = try await HostKeyProbe.fetch(
+                    host: plan.address, port: plan.sshPort, timeout: plan.keyExchangeTimeout, group: group)
+                break
+            } catch let error as PiflashError {
+                let elapsed = monotonicSeconds() - start
+                let left = plan.timeout - elapsed
+                guard left > 0 else { throw error }
+                let pause = min(delay, left)
+                report(.retry(attempt: attempt, reason: error.message, waited: elapsed, nextDelay: pause))
+                try await Task.sleep(nanoseconds: UInt64(pause * 1e9))
+                delay = min(delay * 2, 5)
+                started = monotonicSeconds()
+            }
+        }
         let observed = try SSHHostKey(blob: blob)
         result.observedFingerprint = observed.fingerprint
         let matches = observed.blob == plan.pinnedKey.blob
