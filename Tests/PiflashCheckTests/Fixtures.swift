@@ -197,8 +197,15 @@ final class SSHServerFixture: @unchecked Sendable {
 
     /// - Parameter privateKey: the host key to serve (an OpenSSH private key file's content);
     ///   a fresh one from `ssh-keygen` when nil.
-    init(privateKey: String? = nil) throws {
+    ///   - ecdsaFirst: also serve an ECDSA host key, listed before the ed25519 one.
+    init(privateKey: String? = nil, ecdsaFirst: Bool = false) throws {
         folder = try TemporaryFolder()
+        var extraHostKeys = ""
+        if ecdsaFirst {
+            let ecdsa = folder.path + "/ssh_host_ecdsa_key"
+            try runTool("/usr/bin/ssh-keygen", ["-q", "-t", "ecdsa", "-N", "", "-f", ecdsa])
+            extraHostKeys = "HostKey \(ecdsa)\n"
+        }
         let key = folder.path + "/ssh_host_ed25519_key"
         if let privateKey {
             let fd = open(key, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
@@ -225,7 +232,7 @@ final class SSHServerFixture: @unchecked Sendable {
             try """
                 Port \(port)
                 ListenAddress 127.0.0.1
-                HostKey \(key)
+                \(extraHostKeys)HostKey \(key)
                 UsePAM no
                 PidFile none
                 StrictModes no

@@ -22,6 +22,18 @@ struct HostCheckTests {
         #expect(!server.log.contains("Failed"))
     }
 
+    @Test("a server with an ECDSA key listed first still presents its ed25519 key")
+    func prefersEd25519() async throws {
+        let server = try SSHServerFixture(ecdsaFirst: true)
+        defer { server.stop() }
+        let ecdsa = try sshKeygenFingerprint(server.folder.path + "/ssh_host_ecdsa_key.pub")
+        let blob = try await HostKeyProbe.fetch(host: "127.0.0.1", port: server.port, timeout: 10)
+        let key = try SSHHostKey(blob: blob)
+        #expect(key.algorithm == "ssh-ed25519")
+        #expect(key.fingerprint == server.fingerprint)
+        #expect(key.fingerprint != ecdsa)
+    }
+
     @Test("the pinned key matches: exit 0, the fingerprint reported as observed")
     func matchingKey() async throws {
         let server = try SSHServerFixture()
