@@ -42,41 +42,10 @@ struct TargetOptions: ParsableArguments {
 
     /// `--max-size` in bytes.
     func maxSizeBytes() throws -> UInt64 {
-        guard let bytes = parseSize(maxSize) else {
+        guard let bytes = parseByteSize(maxSize) else {
             throw ValidationError("--max-size '\(maxSize)' is not a size like 256G, 64GiB or 32000000000")
         }
         return bytes
-    }
-}
-
-/// Parses `256G`, `64GiB`, `500MB`, `1T`, `4096` (binary units for single letters and `iB`, decimal for `B` suffixes).
-func parseSize(_ text: String) -> UInt64? {
-    let trimmed = text.trimmingCharacters(in: " ")
-    let digits = trimmed.prefix { $0.isNumber || $0 == "." }
-    guard let value = Double(digits), value >= 0 else { return nil }
-    let unit = trimmed.dropFirst(digits.count).lowercased()
-    let scale: Double
-    switch unit {
-    case "", "b": scale = 1
-    case "k", "kib": scale = 1024
-    case "m", "mib": scale = 1024 * 1024
-    case "g", "gib": scale = 1024 * 1024 * 1024
-    case "t", "tib": scale = 1024 * 1024 * 1024 * 1024
-    case "kb": scale = 1e3
-    case "mb": scale = 1e6
-    case "gb": scale = 1e9
-    case "tb": scale = 1e12
-    default: return nil
-    }
-    return UInt64(value * scale)
-}
-
-extension String {
-    func trimmingCharacters(in set: Character) -> String {
-        var slice = Substring(self)
-        while slice.first == set { slice = slice.dropFirst() }
-        while slice.last == set { slice = slice.dropLast() }
-        return String(slice)
     }
 }
 

@@ -1,12 +1,18 @@
 import ArgumentParser
 import PiflashKit
 
-// TEMPORARY until the udev discovery lands: --device taken as given.
+/// Turns `--device`/`--output` into a target: an output file as given (a folder gets
+/// `<name>.img`), or a card chosen and checked by the safety policy — the only candidate, one
+/// inserted while waiting, or the one the user picks — and confirmed unless `--yes`.
 func selectTarget(_ options: TargetOptions, imageSize: UInt64?, name: String, reporter: Reporter) throws -> FlashTarget {
     if let output = options.output {
         return FlashTarget(kind: .output, path: outputPath(output, name: name), eject: false)
     }
-    guard let device = options.device else { throw PiflashError.usage("no --device") }
-    return FlashTarget(kind: .device, path: device, eject: !options.noEject)
+    let request = TargetRequest(
+        device: options.device, imageSize: imageSize, maxSize: try options.maxSizeBytes(),
+        waitSeconds: options.wait, assumeYes: options.yes)
+    let disk = try resolveTarget(request, reporter: reporter)
+    return FlashTarget(
+        kind: .device, path: disk.devnode, model: disk.model, serial: disk.serial, byPath: disk.byPath,
+        bus: disk.bus.rawValue, size: disk.size, eject: !options.noEject)
 }
-

@@ -9,6 +9,7 @@ public typealias Ext2InodeNumber = UInt32
 
 /// What `stat` would say about an inode, read with libext2fs.
 public struct Ext2Stat: Sendable, Equatable {
+    /// The inode number.
     public var inode: Ext2InodeNumber
     /// The full mode: file type bits and permission bits.
     public var mode: UInt16
@@ -16,16 +17,20 @@ public struct Ext2Stat: Sendable, Equatable {
     public var uid: UInt32
     /// gid, with the high 16 bits (`l_i_gid_high`).
     public var gid: UInt32
+    /// Size in bytes (`i_size` with `i_size_high`).
     public var size: UInt64
+    /// Hard links (`i_links_count`).
     public var linksCount: UInt16
     /// Blocks in use, in 512-byte units, as `stat(2)` counts them (`ext2fs_get_stat_i_blocks`).
     public var sectors: UInt64
+    /// Access, modification and change times, in seconds since the epoch (the 32-bit fields).
     public var atime: Int64
     public var mtime: Int64
     public var ctime: Int64
 
     /// Permission bits only (e.g. `0o600`), including setuid, setgid and sticky.
     public var permissions: UInt16 { mode & 0o7777 }
+    /// Whether the inode is a directory, a regular file, a symlink.
     public var isDirectory: Bool { mode & Ext2Filesystem.typeMask == Ext2Filesystem.directoryType }
     public var isRegularFile: Bool { mode & Ext2Filesystem.typeMask == Ext2Filesystem.regularType }
     public var isSymlink: Bool { mode & Ext2Filesystem.typeMask == Ext2Filesystem.symlinkType }
@@ -63,6 +68,7 @@ public final class Ext2Filesystem {
     public let path: String
     /// The byte offset of the filesystem inside ``path``.
     public let offset: UInt64
+    /// How it was opened.
     public let access: Access
 
     private init(handle: ext2_filsys, path: String, offset: UInt64, access: Access) {
@@ -191,9 +197,8 @@ public final class Ext2Filesystem {
     /// Reads an inode (`ext2fs_read_inode_full`).
     public func stat(_ inode: Ext2InodeNumber) throws -> Ext2Stat {
         let raw = try readInode(inode)
-        let small = raw.smallView
-        var small2 = small
-        let sectors = ext2fs_get_stat_i_blocks(fs, &small2)
+        var small = raw.smallView
+        let sectors = ext2fs_get_stat_i_blocks(fs, &small)
         return Ext2Stat(
             inode: inode, mode: raw.i_mode,
             uid: UInt32(raw.i_uid) | UInt32(raw.osd2.linux2.l_i_uid_high) << 16,
@@ -244,7 +249,7 @@ public final class Ext2Filesystem {
         _ name: String, in parent: Ext2InodeNumber, replacing existing: Ext2InodeNumber?, content: [UInt8],
         permissions: UInt16, uid: UInt32, gid: UInt32, time: timespec
     ) throws -> Ext2InodeNumber {
-        var target: Ext2InodeNumber
+        let target: Ext2InodeNumber
         if let existing, try stat(existing).linksCount <= 1 {
             target = existing
             try truncate(existing)
@@ -331,8 +336,9 @@ public final class Ext2Filesystem {
         try writeInode(inode, &raw)
     }
 
-    /// Frees every block of a file and sets its size to 0 (`ext2fs_punch`).
-    private func truncate(_ inode: Ext2InodeNumber) throws {
+    /// Frees every block of a regular file and sets its size to 0 (`ext2fs_punch`); the inode, its
+    /// name, owner and mode stay.
+    public func truncate(_ inode: Ext2InodeNumber) throws {
         var raw = try readInode(inode)
         let code = withUnsafeMutablePointer(to: &raw) { pointer in
             pointer.withMemoryRebound(to: ext2_inode.self, capacity: 1) {

@@ -19,7 +19,7 @@ public enum Ext4Patcher {
     /// is written or replaced (old blocks freed), and given its mode, uid, gid and atime = mtime =
     /// ctime = now. Closing flushes and fsyncs; a flush error is thrown.
     ///
-    /// Nothing else in the filesystem is touched. Paths under `/etc` are written, with a warning.
+    /// Nothing else in the filesystem is touched. Paths under `/etc` are written (the host file warns about them).
     ///
     /// - Returns: the records (path, content SHA-256, mode, uid, gid) of the files as intended; the
     ///   proof that they are on the medium is ``InjectionVerifier/verify(_:root:on:)``.
@@ -30,12 +30,8 @@ public enum Ext4Patcher {
     public static func inject(
         _ files: [BootstrapFile], into root: RootPartition, on path: String, reporter: Reporter
     ) throws -> [InjectedFile] {
+        // Paths under /etc were already warned about when the host file was read, before any card.
         let paths = try validate(files)
-        for entry in paths where entry.isUnderEtc {
-            reporter.warning(
-                "\(entry.text) is under /etc, which NixOS regenerates on activation: the file may not survive first boot; "
-                    + "put bootstrap state under /var/lib")
-        }
         let total = files.reduce(UInt64(0)) { $0 + UInt64($1.content.count) }
         let started = monotonicSeconds()
         reporter.begin("inject", total: total)
@@ -83,6 +79,11 @@ public enum Ext4Patcher {
     private static func apply(_ plan: InjectionPlan, fs: Ext2Filesystem, reporter: Reporter, total: UInt64) throws {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
+        // Replaced files give their blocks back first, so the space counted for them is there when
+        // new blocks are taken.
+        for step in plan.files {
+            if let existing = step.existing, existing.linksCount <= 1 { try fs.truncate(existing.inode) }
+        }
         var directories = plan.existingDirectories
         for directory in plan.directoriesToCreate {
             guard let parent = directories[InjectionPath.join(directory.dropLast())] else {
@@ -122,8 +123,8 @@ struct InjectionPlan {
     var existingDirectories: [String: Ext2InodeNumber] = ["/": Ext2Filesystem.rootInode]
     /// Directories to create, parents first, as components.
     var directoriesToCreate: [[String]] = []
-    /// Existing directories that get at least one new entry (they may need to grow by a block).
-    var directoriesGettingEntries: Set<String> = []
+    /// Bytes of new directory entries, by the directory (existing or new) that receives them.
+    var newEntryBytes: [String: UInt64] = [:]
     var files: [FileStep] = []
 
     init(files: [BootstrapFile], paths: [InjectionPath], fs: Ext2Filesystem) throws {
@@ -135,40 +136,51 @@ struct InjectionPlan {
             }
             let missingFrom = walk.existingParents.count
             if missingFrom < path.parentComponents.count {
-                directoriesGettingEntries.insert(InjectionPath.join(path.components[..<missingFrom]))
                 for end in (missingFrom + 1)...path.parentComponents.count {
                     let directory = Array(path.components[..<end])
                     if planned.insert(InjectionPath.join(directory)).inserted {
                         directoriesToCreate.append(directory)
+                        addEntry(directory[end - 1], to: InjectionPath.join(directory.dropLast()))
                     }
                 }
-            } else if walk.existingFile == nil || walk.existingFile!.linksCount > 1 {
-                directoriesGettingEntries.insert(path.parentText)
+            }
+            if walk.existingFile == nil || walk.existingFile!.linksCount > 1 {
+                addEntry(path.name, to: path.parentText)
             }
             self.files.append(FileStep(file: file, path: path, existing: walk.existingFile))
         }
     }
 
+    /// A directory entry takes 8 bytes and the name, rounded up to 4 bytes.
+    private mutating func addEntry(_ name: String, to directory: String) {
+        newEntryBytes[directory, default: 0] += 8 + (UInt64(name.utf8.count) + 3) / 4 * 4
+    }
+
     /// Refuses, before any change, when the files would not fit.
     ///
-    /// Counted generously: each file's data blocks plus one block for its extent tree, one block per
-    /// new directory, and one block per existing directory that gets a new entry (it may be full);
-    /// replaced single-link files give their blocks back.
+    /// Counted generously: each file's data blocks, plus an extent block when it has more than four; each new
+    /// directory's first block; for each directory getting entries, the blocks those entries fill
+    /// (less the 12-byte checksum tail per block), one more as the last block may be full, and one
+    /// for its extent tree. Replaced single-link files give their blocks back.
     func checkSpace(fs: Ext2Filesystem, path: String) throws {
         let blockSize = UInt64(fs.blockSize)
         var needed: UInt64 = 0
         var returned: UInt64 = 0
         var inodes: UInt64 = UInt64(directoriesToCreate.count)
         for step in files {
-            let size = UInt64(step.file.content.count)
-            needed += (size + blockSize - 1) / blockSize + 1
+            let dataBlocks = (UInt64(step.file.content.count) + blockSize - 1) / blockSize
+            // Up to four extents live in the inode; more need an extent block.
+            needed += dataBlocks + (dataBlocks > 4 ? 1 : 0)
             if let existing = step.existing, existing.linksCount <= 1 {
                 returned += existing.sectors * 512 / blockSize
             } else {
                 inodes += 1
             }
         }
-        needed += UInt64(directoriesToCreate.count) + UInt64(directoriesGettingEntries.count)
+        needed += UInt64(directoriesToCreate.count)
+        for bytes in newEntryBytes.values {
+            needed += (bytes + blockSize - 13) / (blockSize - 12) + 2
+        }
         let net = needed > returned ? needed - returned : 0
         if net > fs.freeBlocks {
             throw PiflashError.failure(

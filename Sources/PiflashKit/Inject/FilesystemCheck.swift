@@ -51,7 +51,9 @@ public struct FilesystemCheck: Sendable {
     /// The lines that say something: e2fsck's findings without its banner and pass headings.
     public var findings: [String] {
         output.split(separator: "\n").map(String.init).filter { line in
-            !line.hasPrefix("Pass ") && !line.hasPrefix("e2fsck ") && !line.trimmingCharacters(in: .whitespaces).isEmpty
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            return !trimmed.isEmpty && !line.hasPrefix("Pass ") && !line.hasPrefix("e2fsck ") && trimmed != "Fix? no"
+                && trimmed != "Ignore error? no"
         }
     }
 

@@ -46,8 +46,6 @@ struct InjectionPath: Sendable, Hashable {
         self.components = components
     }
 
-    /// Whether the path lies under `/etc`, which NixOS regenerates on activation.
-    var isUnderEtc: Bool { components.count >= 2 && components[0] == "etc" }
 }
 
 /// What a walk down an injection path found in the filesystem.
@@ -75,12 +73,13 @@ struct PathWalk {
             let here = InjectionPath.join(path.components[0...index])
             if info.isSymlink {
                 throw PiflashError(
-                    status, "cannot inject \(path.text): its parent \(here) is a symlink inside the image",
+                    status, "cannot inject \(path.text): its parent \(here) is a symlink inside the image", path: fs.path,
                     hint: "piflash never writes through a symlink; put the file under a real directory")
             }
             guard info.isDirectory else {
                 throw PiflashError(
-                    status, "cannot inject \(path.text): its parent \(here) is a \(info.kind) inside the image, not a directory")
+                    status, "cannot inject \(path.text): its parent \(here) is a \(info.kind) inside the image, not a directory",
+                    path: fs.path)
             }
             walk.existingParents.append(inode)
             directory = inode
@@ -89,7 +88,7 @@ struct PathWalk {
             let info = try fs.stat(inode)
             guard info.isRegularFile else {
                 throw PiflashError(
-                    status, "cannot inject \(path.text): it exists inside the image as a \(info.kind)",
+                    status, "cannot inject \(path.text): it exists inside the image as a \(info.kind)", path: fs.path,
                     hint: "piflash only replaces regular files")
             }
             walk.existingFile = info

@@ -59,7 +59,7 @@ public enum InjectionVerifier {
         if found.gid != expected.gid { differences.append("gid is \(found.gid), expected \(expected.gid)") }
         guard differences.isEmpty else {
             throw PiflashError.verification(
-                "\(entry.text) on the card differs from what was injected: " + differences.joined(separator: "; "),
+                "\(entry.text) as read back differs from what was injected: " + differences.joined(separator: "; "),
                 path: path)
         }
         return found

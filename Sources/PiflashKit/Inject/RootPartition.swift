@@ -48,6 +48,9 @@ public struct RootPartition: Sendable, Equatable, Codable, CustomStringConvertib
     ///   there are); several partitions with that label; the partition's filesystem is not
     ///   ext2/3/4 (the message says what it is). Exit 1 when the medium cannot be read.
     public static func locate(on path: String, selector: RootSelector) throws -> RootPartition {
+        // A card's buffer cache may still hold what udev probed before the image was written; drop
+        // it (best effort: BLKFLSBUF needs CAP_SYS_ADMIN) so the table read is the one on the card.
+        if Ext2Filesystem.isBlockDevice(path) { try? Ext2Filesystem.dropCachedBlocks(of: path) }
         let table = try PartitionTable.read(from: path)
         let matches: [PartitionEntry]
         switch selector {
@@ -61,8 +64,13 @@ public struct RootPartition: Sendable, Equatable, Codable, CustomStringConvertib
             ? "it has no partitions"
             : "it has " + table.partitions.map(\.summary).joined(separator: "; ")
         guard let entry = matches.first else {
+            let wanted: String
+            switch selector {
+            case .label(let label): wanted = "no partition labelled \(label)"
+            case .number(let number): wanted = "no partition \(number)"
+            }
             throw PiflashError.usage(
-                "no partition with \(selector) on \(path): \(existing)", path: path,
+                "\(wanted) on \(path): \(existing)", path: path,
                 hint: "check [root] in the host file (label = \"…\" or partition = N) against the image")
         }
         guard matches.count == 1 else {

@@ -39,7 +39,10 @@ final class LoopDevice {
     }
 
     deinit {
+        // The kernel finishes a detach only once udevd has closed the device: settle, so the
+        // next test's `losetup -f` does not get a device that is still going away.
         _ = try? Shell.run(["losetup", "-d", path])
+        _ = try? Shell.run(["udevadm", "settle", "--timeout=10"])
     }
 }
 

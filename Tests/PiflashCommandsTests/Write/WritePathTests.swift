@@ -3,7 +3,7 @@ import Testing
 
 /// `piflash write` and `piflash verify` end to end, on real loop devices and image files, checked
 /// with cmp, sha256sum and raw reads — never by piflash alone.
-@Suite("write path on loop devices", .serialized, .enabled(if: Shell.isRoot, "needs root for loop devices"))
+@Suite("write path on loop devices", .serialized, .enabled(if: CandidateTagging.ready, "needs root and systemd-udevd"), .candidateTagging)
 struct WritePathTests {
     @Test("raw, zstd, xz and gzip images land byte for byte and are verified", arguments: ["img", "zst", "xz", "gz"])
     func writesEveryCompression(kind: String) throws {
@@ -22,6 +22,68 @@ struct WritePathTests {
         // Independent check: the device holds the image, byte for byte.
         let cmp = try Shell.run(["cmp", "-n", "\(size)", raw, card.path])
         #expect(cmp.status == 0, "cmp: \(cmp.stdout)\(cmp.stderr)")
+    }
+
+    @Test("unsafe targets are refused with exit 3 and a reason, and left unchanged", arguments: [
+        "untagged", "mounted", "read-only", "too small",
+    ])
+    func refusesUnsafeTargets(case name: String) throws {
+        let scratch = try ScratchDirectory()
+        let raw = try ImageFixture.make(in: scratch)
+        let device: String
+        var keep: [AnyObject] = []
+        switch name {
+        case "untagged":
+            let loop = try LoopDevice(backing: scratch.file("plain-disk"), size: 96 << 20)
+            try Shell.sh("udevadm trigger --action=change --settle \(loop.path)")
+            keep.append(loop)
+            device = loop.path
+        case "mounted":
+            let card = try CandidateCard(scratch: scratch, size: 96 << 20)
+            try Shell.sh("mkfs.ext4 -q -F \(card.path) && mkdir -p '\(scratch.file("mnt"))' && mount -o ro \(card.path) '\(scratch.file("mnt"))'")
+            keep.append(card)
+            device = card.path
+        case "read-only":
+            try Shell.sh("truncate -s \(96 << 20) '\(scratch.file("piflash-card-ro"))'")
+            let loop = try LoopDevice(backing: scratch.file("piflash-card-ro"), readOnly: true)
+            try Shell.sh("udevadm trigger --action=change --settle \(loop.path)")
+            keep.append(loop)
+            device = loop.path
+        default:
+            let card = try CandidateCard(scratch: scratch, size: 16 << 20)
+            keep.append(card)
+            device = card.path
+        }
+        defer { if name == "mounted" { _ = try? Shell.run(["umount", scratch.file("mnt")]) } }
+        let before = try Shell.sh("sha256sum \(device)")
+        let run = try runPiflash(["write", raw, "--device", device, "--yes", "--no-eject", "--json", "--journal", scratch.file("journal.sqlite")])
+        #expect(run.status == 3, "\(name): \(run.result?["error"] ?? run.stderr)")
+        let error = (run.result?["error"] as? String ?? "").lowercased()
+        let expected = ["untagged": "not", "mounted": "mounted", "read-only": "read-only", "too small": "too small"][name]!
+        #expect(error.contains(expected), "\(name): \(error)")
+        #expect(try Shell.sh("sha256sum \(device)") == before, "the device is unchanged")
+        _ = keep
+    }
+
+    @Test("peak memory does not grow with the image: 32 MiB and 1 GiB images")
+    func memoryIsBounded() throws {
+        let scratch = try ScratchDirectory()
+        func peakRSS(imageMiB: Int) throws -> Int {
+            let image = scratch.file("zeros-\(imageMiB).img.zst")
+            try Shell.sh("head -c \(imageMiB << 20) /dev/zero | zstd -q -o '\(image)'")
+            // The child's own peak (ru_maxrss of the one child of a fresh python3), in KiB.
+            let script = "import resource,subprocess,sys; r=subprocess.run(sys.argv[1:]); "
+                + "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)"
+            let run = try Shell.run(["python3", "-c", script, Shell.piflash, "write", image, "--output", scratch.file("out.img"),
+                                     "--json", "--journal", scratch.file("journal.sqlite")])
+            #expect(run.status == 0, "\(run.stderr)")
+            try Shell.sh("rm -f '\(scratch.file("out.img"))' '\(image)'")
+            return Int(run.stdout.split(separator: "\n").last!.trimmingCharacters(in: .whitespaces))!
+        }
+        let small = try peakRSS(imageMiB: 32)
+        let large = try peakRSS(imageMiB: 1024)
+        #expect(large < 64 << 10, "peak RSS \(large) KiB stays under 64 MiB")
+        #expect(large - small < 4 << 10, "peak RSS grows by \(large - small) KiB from 32 MiB to 1 GiB")
     }
 
     @Test("--output writes an image file that equals the image")
@@ -67,7 +129,7 @@ struct WritePathTests {
         let tmpfs = scratch.file("small")
         try Shell.sh("mkdir -p '\(tmpfs)' && mount -t tmpfs -o size=24M tmpfs '\(tmpfs)'")
         defer { _ = try? Shell.run(["umount", "-l", tmpfs]) }
-        let card = try CandidateCard(backing: tmpfs + "/card", size: 96 << 20)
+        let card = try CandidateCard(directory: tmpfs, size: 96 << 20)
         let run = try runPiflash(["write", raw, "--device", card.path, "--yes", "--no-eject", "--json", "--journal", scratch.file("journal.sqlite")])
         #expect(run.status == 1)
         let result = try #require(run.result)

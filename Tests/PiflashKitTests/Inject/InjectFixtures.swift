@@ -25,19 +25,22 @@ enum InjectFixtures {
 
     /// Runs a program found in PATH (plus /usr/sbin, /sbin) and waits for it.
     @discardableResult
-    static func run(_ arguments: [String], input: [UInt8]? = nil) throws -> Output {
+    static func run(_ arguments: [String], input: [UInt8]? = nil, environment extra: [String: String] = [:]) throws
+        -> Output
+    {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
         environment["PATH"] = toolPath
         environment["LC_ALL"] = "C"
+        environment.merge(extra) { _, new in new }
         process.environment = environment
         // stderr goes to an unlinked temporary file, so neither stream can fill a pipe and block the child.
         var template = Array((NSTemporaryDirectory() + "/piflash-stderr-XXXXXX").utf8CString)
         let errFD = mkstemp(&template)
         guard errFD >= 0 else { throw FixtureError("mkstemp failed: \(errno)") }
-        unlink(String(cString: template))
+        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
         let errHandle = FileHandle(fileDescriptor: errFD, closeOnDealloc: true)
         let out = Pipe()
         process.standardOutput = out
@@ -60,8 +63,8 @@ enum InjectFixtures {
 
     /// Runs a program and fails the test (by throwing) when it exits non-zero.
     @discardableResult
-    static func must(_ arguments: [String], input: [UInt8]? = nil) throws -> String {
-        let output = try run(arguments, input: input)
+    static func must(_ arguments: [String], input: [UInt8]? = nil, environment: [String: String] = [:]) throws -> String {
+        let output = try run(arguments, input: input, environment: environment)
         guard output.status == 0 else {
             throw FixtureError("\(arguments.joined(separator: " ")) exited \(output.status): \(output.stderr)\(output.stdout)")
         }
@@ -83,14 +86,36 @@ enum InjectFixtures {
     static func remove(_ path: String) { try? FileManager.default.removeItem(atPath: path) }
 
     /// A NixOS-sdImage-shaped disk image made by scripts/mk-nixos-like-image.
-    static func makeImage(in directory: String, name: String = "disk.img", gpt: Bool = false, extraMiB: Int? = nil) throws
-        -> String
-    {
+    ///
+    /// - Parameter largeBlocks: make the root with 4 KiB blocks, as real (≥ 512 MiB) sdImages have,
+    ///   through an `MKE2FS_CONFIG` without the `small` type's 1 KiB blocks; by default the small
+    ///   fixture gets mke2fs' 1 KiB blocks.
+    static func makeImage(
+        in directory: String, name: String = "disk.img", gpt: Bool = false, extraMiB: Int? = nil, largeBlocks: Bool = false
+    ) throws -> String {
         let path = directory + "/" + name
         var arguments = ["bash", packageRoot + "/scripts/mk-nixos-like-image", path]
         if gpt { arguments.append("--gpt") }
         if let extraMiB { arguments += ["--extra-mib", String(extraMiB)] }
-        try must(arguments)
+        var environment: [String: String] = [:]
+        if largeBlocks {
+            let config = directory + "/mke2fs-4k.conf"
+            let text = """
+                [defaults]
+                \tbase_features = sparse_super,large_file,filetype,resize_inode,dir_index,ext_attr
+                \tblocksize = 4096
+                \tinode_size = 256
+                \tinode_ratio = 16384
+                [fs_types]
+                \text4 = {
+                \t\tfeatures = has_journal,extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize
+                \t}
+
+                """
+            try Data(text.utf8).write(to: URL(fileURLWithPath: config))
+            environment["MKE2FS_CONFIG"] = config
+        }
+        try must(arguments, environment: environment)
         return path
     }
 

@@ -54,9 +54,12 @@ struct RootPartitionTests {
         let directory = try InjectFixtures.temporaryDirectory()
         defer { InjectFixtures.remove(directory) }
         let image = try InjectFixtures.makeImage(in: directory)
+        let before = try InjectFixtures.sha256(ofFile: image)
         let error = try #require(throws: PiflashError.self) {
             try RootPartition.locate(on: image, selector: .label("NOPE"))
         }
+        #expect(try InjectFixtures.sha256(ofFile: image) == before)
+        #expect(try InjectFixtures.e2fsck(image, offset: 38 * 1_048_576).status == 0)
         #expect(error.status == .usage)
         #expect(error.message.contains("NOPE"))
         #expect(error.message.contains("FIRMWARE") && error.message.contains("NIXOS_SD"))
@@ -65,7 +68,7 @@ struct RootPartitionTests {
             try RootPartition.locate(on: image, selector: .number(5))
         }
         #expect(byNumber.status == .usage)
-        #expect(byNumber.message.contains("partition 5"))
+        #expect(byNumber.message.contains("no partition 5"))
     }
 
     @Test("a root that is not ext4 is refused, saying what it is")
@@ -81,6 +84,7 @@ struct RootPartitionTests {
             #expect(error.message.contains("vfat"), "\(error.message)")
             #expect(error.message.contains("not ext4"))
         }
+        #expect(try InjectFixtures.e2fsck(image, offset: 38 * 1_048_576).status == 0)
     }
 
     @Test("a disk without a partition table is an error")
