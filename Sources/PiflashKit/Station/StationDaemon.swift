@@ -105,6 +105,7 @@ public final class StationDaemon: @unchecked Sendable {
         if output == .json {
             events.event("station", [("state", "ready"), ("config", .string(config.path)),
                                      ("slots", .array(config.slots.map { .string($0.name) }))])
+            for status in statuses { events.event("slot", status.jsonFields) }
         }
 
         while Interrupts.signal == nil {
