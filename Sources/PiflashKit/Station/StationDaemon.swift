@@ -82,7 +82,8 @@ public final class StationDaemon: @unchecked Sendable {
     /// Runs until SIGTERM or SIGINT: handles the cards present at start-up, then every arrival.
     /// On the signal it stops taking cards, lets the running jobs stop (each leaves its card
     /// unbootable and its journal entry failed), writes the final state and returns.
-    /// - Throws: ``PiflashError`` when udev cannot be listened to.
+    /// - Throws: ``PiflashError`` when udev cannot be listened to (at start, or later: then only
+    ///   after the running jobs ended).
     public func run() throws {
         Interrupts.install()
         for slot in config.slots { try? journal.releaseClaims(claimant: claimant(slot)) }
@@ -108,15 +109,23 @@ public final class StationDaemon: @unchecked Sendable {
             for status in statuses { events.event("slot", status.jsonFields) }
         }
 
+        var monitorFailure: Error?
         while Interrupts.signal == nil {
-            if let event = try monitor.next(timeout: 0.25) {
-                handle(event, live: live)
+            do {
+                if let event = try monitor.next(timeout: 0.25) {
+                    handle(event, live: live)
+                }
+            } catch {
+                // No more events: take no new cards, let the running jobs finish, then fail.
+                warning("udev cannot be listened to any more: \(error)")
+                monitorFailure = error
+                break
             }
             reapFinished(live: live)
             refresh()
         }
 
-        let signalName = Interrupts.signal == SIGINT ? "SIGINT" : "SIGTERM"
+        let signalName = monitorFailure != nil ? "udev failure" : Interrupts.signal == SIGINT ? "SIGINT" : "SIGTERM"
         notifier.notify("STOPPING=1")
         notifier.notify("STATUS=stopping on \(signalName): \(running.count) job(s) winding down")
         if output == .json {
@@ -136,11 +145,18 @@ public final class StationDaemon: @unchecked Sendable {
             }
             shared.withLock { state in state.finished.removeAll { running[$0] == nil } }
             refresh()
-            if !running.isEmpty { _ = try? monitor.next(timeout: 0.1) }
+            if !running.isEmpty {
+                if monitorFailure == nil {
+                    _ = try? monitor.next(timeout: 0.1)
+                } else {
+                    usleep(100_000)
+                }
+            }
         }
         refresh(final: true)
         writeState(force: true, running: false)
         if output == .json { events.event("station", [("state", "stopped")]) }
+        if let monitorFailure { throw monitorFailure }
     }
 
     // MARK: Events
