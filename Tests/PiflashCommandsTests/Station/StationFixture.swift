@@ -163,9 +163,11 @@ final class StationFixture {
     }
 
     /// Starts the station with --json, optionally inside a throttling cgroup, and waits until it is ready.
-    func startStation(cgroup: String? = nil) throws -> PiflashProcess {
-        let wrap: (([String]) -> [String])? = cgroup.map { directory in
-            { ["bash", "-c", "echo $$ > \(directory)/cgroup.procs && exec \"$@\"", "piflash-station-test"] + $0 }
+    func startStation(cgroup: String? = nil, environment: [String] = []) throws -> PiflashProcess {
+        let wrap: ([String]) -> [String] = { command in
+            let withEnvironment = environment.isEmpty ? command : ["env"] + environment + command
+            guard let cgroup else { return withEnvironment }
+            return ["bash", "-c", "echo $$ > \(cgroup)/cgroup.procs && exec \"$@\"", "piflash-station-test"] + withEnvironment
         }
         let station = try PiflashProcess(["station", "--config", configPath, "--json"], wrap: wrap)
         guard station.waitForLine(timeout: 60, { Self.event($0)?["state"] as? String == "ready" }) != nil else {
@@ -255,4 +257,43 @@ final class StationEvents {
     func result(_ slot: String, timeout: TimeInterval = 300) -> [String: Any]? {
         next(timeout: timeout) { $0["event"] as? String == "result" && $0["slot"] as? String == slot }
     }
+}
+
+/// A unix datagram socket standing in for systemd's `$NOTIFY_SOCKET`.
+final class NotifySocket {
+    let path: String
+    private let fd: Int32
+
+    init(in scratch: ScratchDirectory) throws {
+        path = scratch.file("notify.sock")
+        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard fd >= 0, bound == 0 else { throw FixtureError("cannot bind \(path)") }
+    }
+
+    /// The next datagram, waiting (poll) up to `timeout` seconds; nil when none came.
+    func receive(timeout: Double) -> String? {
+        var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&descriptor, 1, Int32(timeout * 1000)) == 1 else { return nil }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let count = recv(fd, &buffer, buffer.count, 0)
+        return count < 0 ? nil : String(decoding: buffer.prefix(count), as: UTF8.self)
+    }
+
+    /// Waits for a datagram equal to `message`, skipping others (STATUS=…).
+    func waitFor(_ message: String, timeout: Double = 30) -> Bool {
+        while let received = receive(timeout: timeout) {
+            if received == message { return true }
+        }
+        return false
+    }
+
+    deinit { close(fd) }
 }

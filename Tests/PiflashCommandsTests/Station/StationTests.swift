@@ -182,14 +182,16 @@ struct StationTests {
 }
 
 extension StationTests {
-    @Test("a card already in a slot at start-up is flashed with the slot's fixed host; reflash = true flashes it again")
+    @Test("a card already in a slot at start-up is flashed with the slot's fixed host; reflash = true flashes it again; READY=1 and STOPPING=1 reach $NOTIFY_SOCKET")
     func cardPresentAtStartUp() throws {
         let fixture = try StationFixture(slots: [236], hosts: ["pi-01", "pi-02"], slotHosts: [0: "pi-02"],
                                          extraConfig: "reflash = true")
         let card = try fixture.blankCard("card")
         try fixture.loops[0].insert(card)
-        let station = try fixture.startStation()
+        let notify = try NotifySocket(in: fixture.scratch)
+        let station = try fixture.startStation(environment: ["NOTIFY_SOCKET=\(notify.path)"])
         defer { if station.isRunning { kill(station.pid, SIGKILL) } }
+        #expect(notify.waitFor("READY=1"), "systemd readiness over $NOTIFY_SOCKET")
         let events = StationEvents(station)
         let first = try #require(events.result("TA"))
         #expect(first["ok"] as? Bool == true, "\(first["error"] ?? "")")
@@ -201,6 +203,7 @@ extension StationTests {
         let second = try #require(events.result("TA"))
         #expect(second["ok"] as? Bool == true)
         kill(station.pid, SIGTERM)
+        #expect(notify.waitFor("STOPPING=1"))
         #expect(station.finish(timeout: 60).status == 0)
         let history = try Shell.run([Shell.piflash, "history", "--journal", fixture.journal, "--json"])
         let entries = history.stdout.split(separator: "\n").compactMap { StationFixture.event(String($0)) }
