@@ -62,8 +62,9 @@ final class StationFixture {
     ///   - slots: the loop numbers that get PIFLASH_SLOT (named TA, TB, …, in order).
     ///   - unslotted: loop numbers that are candidates but in no slot.
     ///   - hosts: host names to create (all in the queue).
+    ///   - ageHost: a host (not in the queue) with the repository's age-encrypted demo secrets.
     init(slots: [Int], unslotted: [Int] = [], hosts: [String] = ["pi-01", "pi-02"], imageMiB: Int? = nil,
-         slotHosts: [Int: String] = [:], extraConfig: String = "") throws {
+         slotHosts: [Int: String] = [:], ageHost: String? = nil, extraConfig: String = "") throws {
         scratch = try ScratchDirectory("piflash-station-test")
         loops = (slots + unslotted).map { ReservedLoop(number: $0) }
         for loop in loops { try loop.reserve() }
@@ -101,6 +102,26 @@ final class StationFixture {
                 mode = "0600"
 
                 """.write(toFile: "\(hostsDir)/\(host).toml", atomically: true, encoding: .utf8)
+        }
+        if let ageHost {
+            // The repository's demo: secrets encrypted to hosts/demo-age-identity.txt (DEMO ONLY).
+            try Shell.sh("cp '\(Shell.packageRoot)/hosts/secrets/example.yaml.age' '\(hostsDir)/secrets/\(ageHost).yaml.age'")
+            try """
+                [image]
+                path = "../nixos.img.zst"
+                [secrets]
+                age = "secrets/\(ageHost).yaml.age"
+                [[files]]
+                path = "/var/lib/bootstrap/ssh_host_ed25519_key"
+                secret = "ssh_host_ed25519_key"
+                [[files]]
+                path = "/var/lib/bootstrap/ssh_host_ed25519_key.pub"
+                public_key_of = "ssh_host_ed25519_key"
+                [[files]]
+                path = "/var/lib/networkmanager/system-connections.env"
+                template = "WIFI_SSID=${wifi_ssid}\\nWIFI_PSK=${wifi_psk}\\n"
+
+                """.write(toFile: "\(hostsDir)/\(ageHost).toml", atomically: true, encoding: .utf8)
         }
         journal = scratch.file("journal.sqlite")
         stateFile = scratch.file("run/station.json")

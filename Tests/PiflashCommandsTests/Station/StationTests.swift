@@ -120,7 +120,7 @@ struct StationTests {
         try slow.pull()
         let result = try #require(events.result("TA", timeout: 120))
         #expect(result["ok"] as? Bool == false)
-        #expect((result["exit_code"] as? Int ?? 0) != 0)
+        #expect(result["exit_code"] as? Int == 1, "an operational failure: \(result["error"] ?? "")")
         let reason = result["error"] as? String ?? ""
         #expect(!reason.isEmpty)
         #expect(events.slot("TA", "failed", timeout: 30) != nil, "the slot shows the failure")
@@ -184,8 +184,9 @@ struct StationTests {
 extension StationTests {
     @Test("a card already in a slot at start-up is flashed with the slot's fixed host; reflash = true flashes it again; READY=1 and STOPPING=1 reach $NOTIFY_SOCKET")
     func cardPresentAtStartUp() throws {
-        let fixture = try StationFixture(slots: [236], hosts: ["pi-01", "pi-02"], slotHosts: [0: "pi-02"],
-                                         extraConfig: "reflash = true")
+        let fixture = try StationFixture(
+            slots: [236], hosts: ["pi-01"], slotHosts: [0: "demo"], ageHost: "demo",
+            extraConfig: "reflash = true\nage_identity = \"\(Shell.packageRoot)/hosts/demo-age-identity.txt\"")
         let card = try fixture.blankCard("card")
         try fixture.loops[0].insert(card)
         let notify = try NotifySocket(in: fixture.scratch)
@@ -195,7 +196,13 @@ extension StationTests {
         let events = StationEvents(station)
         let first = try #require(events.result("TA"))
         #expect(first["ok"] as? Bool == true, "\(first["error"] ?? "")")
-        #expect(first["host"] as? String == "pi-02", "the slot's fixed host, not the queue's first")
+        #expect(first["host"] as? String == "demo", "the slot's fixed host, not the queue's first")
+        #expect((first["host_key_fingerprint"] as? String)?.hasPrefix("SHA256:") == true)
+        // The age-encrypted secrets were decrypted with the station file's age_identity and injected.
+        let env = try StationFixture.withMountedRoot(of: card, in: fixture.scratch) { root in
+            try Shell.sh("cat '\(root)/var/lib/networkmanager/system-connections.env'")
+        }
+        #expect(env.hasPrefix("WIFI_SSID=") && env.contains("\nWIFI_PSK="), "\(env.count) bytes")
         // reflash = true: the same card, reinserted, is flashed again.
         fixture.loops[0].detach()
         #expect(events.slot("TA", "idle", timeout: 60) != nil)
@@ -207,7 +214,7 @@ extension StationTests {
         #expect(station.finish(timeout: 60).status == 0)
         let history = try Shell.run([Shell.piflash, "history", "--journal", fixture.journal, "--json"])
         let entries = history.stdout.split(separator: "\n").compactMap { StationFixture.event(String($0)) }
-        #expect(entries.filter { $0["ok"] as? Bool == true && $0["host"] as? String == "pi-02" }.count == 2)
+        #expect(entries.filter { $0["ok"] as? Bool == true && $0["host"] as? String == "demo" }.count == 2)
     }
 }
 
