@@ -237,7 +237,9 @@ enum StationEnvironment {
     static let available: Bool = {
         guard Shell.isRoot else { return false }
         if (try? Shell.run(["udevadm", "control", "--ping"]))?.status == 0 { return true }
-        _ = try? Shell.run(["/lib/systemd/systemd-udevd", "--daemon"])
+        guard FileManager.default.isExecutableFile(atPath: "/lib/systemd/systemd-udevd") else { return false }
+        // The daemon must not inherit our pipes, or reading them to the end would never finish.
+        _ = try? Shell.run(["bash", "-c", "/lib/systemd/systemd-udevd --daemon </dev/null >/dev/null 2>&1"])
         return (try? Shell.run(["udevadm", "control", "--ping", "--timeout=5"]))?.status == 0
     }()
 }
