@@ -82,6 +82,20 @@ struct SecretLoaderTests {
         }
     }
 
+    @Test("malformed decrypted YAML: an error that does not quote the plaintext", .enabled(if: TestSupport.which("age") != nil, "age is not installed"))
+    func badYAML() throws {
+        let folder = try TestSupport.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let file = try Self.ageFile("ok: 1\npsk: \"hunter2-secret\n  bad: [\n", named: "x.yaml.age", in: folder)
+        do {
+            _ = try SecretLoader.loadAge(path: file.path, identities: [file.identity])
+            Issue.record("accepted malformed YAML")
+        } catch let error as PiflashError {
+            #expect(error.status == .usage)
+            #expect(!error.description.contains("hunter2"))
+        }
+    }
+
     @Test("a folder: one value per regular file, read verbatim; hidden files and folders skipped")
     func directory() throws {
         let folder = try TestSupport.temporaryFolder()
