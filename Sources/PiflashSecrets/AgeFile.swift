@@ -71,11 +71,15 @@ public enum AgeFile {
         return decryptPayload(payload.dropFirst(nonceSize), fileKey: fileKey, nonce: Array(payload.prefix(nonceSize)))
     }
 
-    /// The file key from the first stanza an identity opens. A malformed X25519 stanza is fatal,
-    /// as in the reference implementation; stanzas of other types are skipped.
+    /// The file key from the first stanza an identity opens. A malformed stanza of the
+    /// identity's type is fatal, as in the reference implementation; other types are skipped.
     static func unwrapFileKey(_ stanzas: [AgeHeader.Stanza], identities: [AgeIdentity]) throws(AgeFailure) -> [UInt8] {
+        // A passphrase-encrypted file must have its scrypt stanza alone.
+        if stanzas.contains(where: { $0.type == "scrypt" }) && stanzas.count > 1 {
+            throw .header("an scrypt stanza must be the only stanza")
+        }
         for identity in identities {
-            for stanza in stanzas where stanza.type == "X25519" {
+            for stanza in stanzas {
                 if let fileKey = try identity.unwrap(stanza) { return fileKey }
             }
         }

@@ -52,6 +52,12 @@ public struct OpenSSHPublicKey: Sendable, Equatable {
     /// - Throws: ``PiflashError`` (exit 2) for a malformed, encrypted or non-ed25519 key. The
     ///   message never contains key material.
     public init(privateKeyPEM: [UInt8]) throws {
+        self.blob = try Self.parsePrivateKey(privateKeyPEM).blob
+    }
+
+    /// The public blob and the 32-byte ed25519 seed of an unencrypted OpenSSH private key.
+    /// The seed is secret: it stays in memory and never appears in an error.
+    static func parsePrivateKey(_ privateKeyPEM: [UInt8]) throws -> (blob: [UInt8], seed: [UInt8]) {
         let body = try Self.pemBody(privateKeyPEM)
         var reader = SSHWireReader(body)
         let magic = Array("openssh-key-v1".utf8) + [0]
@@ -102,7 +108,7 @@ public struct OpenSSHPublicKey: Sendable, Equatable {
             guard Array(derived) == publicKey else {
                 throw PiflashError.usage("the SSH private key's seed does not derive its public key: the key is corrupt")
             }
-            self.blob = publicBlob
+            return (publicBlob, Array(privateKey.prefix(32)))
         } catch let error as PiflashError {
             throw error
         } catch {

@@ -20,9 +20,12 @@ enum SOPSBinary {
     }
 
     /// `sops --decrypt --input-type FORMAT --output-type json FILE`, its stdout parsed in memory.
+    /// - Parameter environment: the environment sops runs with (it finds its keys there).
     /// - Throws: ``PiflashError`` (exit 1) when sops fails (its own message went to stderr).
-    static func decrypt(executable: String, path: String, format: SOPSFormat) throws -> SecretValues {
-        let output = try run(executable, ["sops", "--decrypt", "--input-type", format.rawValue, "--output-type", "json", path], path: path)
+    static func decrypt(executable: String, path: String, format: SOPSFormat, environment: [String: String]) throws -> SecretValues {
+        let output = try run(
+            executable, ["sops", "--decrypt", "--input-type", format.rawValue, "--output-type", "json", path],
+            environment: environment, path: path)
         let tree: SOPSNode
         do {
             tree = try OrderedJSON.parse(output)
@@ -32,7 +35,7 @@ enum SOPSBinary {
         return SecretValues(tree.flattened())
     }
 
-    private static func run(_ executable: String, _ arguments: [String], path: String) throws -> [UInt8] {
+    private static func run(_ executable: String, _ arguments: [String], environment: [String: String], path: String) throws -> [UInt8] {
         var pipeEnds: [Int32] = [0, 0]
         guard pipe(&pipeEnds) == 0 else { throw PiflashError.system("pipe", errno: errno, path: path) }
         let (readEnd, writeEnd) = (pipeEnds[0], pipeEnds[1])
@@ -44,9 +47,14 @@ enum SOPSBinary {
         posix_spawn_file_actions_addclose(&actions, writeEnd)
         var cArguments = arguments.map { strdup($0) }
         cArguments.append(nil)
-        defer { for argument in cArguments { free(argument) } }
+        var cEnvironment = environment.map { strdup($0.key + "=" + $0.value) }
+        cEnvironment.append(nil)
+        defer {
+            for argument in cArguments { free(argument) }
+            for entry in cEnvironment { free(entry) }
+        }
         var pid: pid_t = 0
-        let spawnError = posix_spawn(&pid, executable, &actions, nil, cArguments, environ)
+        let spawnError = posix_spawn(&pid, executable, &actions, nil, cArguments, cEnvironment)
         close(writeEnd)
         guard spawnError == 0 else {
             close(readEnd)

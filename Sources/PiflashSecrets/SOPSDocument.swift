@@ -110,7 +110,9 @@ struct SOPSDocument {
     }
 
     /// Every YAML document of the file as a tree, keys in file order.
-    static func yamlDocuments(_ content: [UInt8], path: String) throws -> [SOPSNode] {
+    /// - Parameter isPlaintext: true for decrypted content: parse errors then say where, but
+    ///   never quote the text (YAML error messages include the offending line).
+    static func yamlDocuments(_ content: [UInt8], path: String, isPlaintext: Bool = false) throws -> [SOPSNode] {
         let text = String(decoding: content, as: UTF8.self)
         var documents: [SOPSNode] = []
         do {
@@ -120,6 +122,12 @@ struct SOPSDocument {
         } catch let error as PiflashError {
             throw error
         } catch {
+            if isPlaintext {
+                var location = ""
+                if let error = error as? YamlError, case .scanner(_, _, let mark, _) = error { location = " at line \(mark.line)" }
+                if let error = error as? YamlError, case .parser(_, _, let mark, _) = error { location = " at line \(mark.line)" }
+                throw PiflashError.usage("the decrypted YAML is malformed\(location)", path: path)
+            }
             throw PiflashError.usage("malformed YAML: \(error)", path: path)
         }
         return documents

@@ -1,5 +1,5 @@
 // The contract of this module, used by host files, the flash job and `piflash check`.
-// Bodies marked SKELETON are replaced by the secrets work before it lands.
+// age lives in Age*.swift, SOPS in SOPS*.swift, OpenSSH keys in OpenSSHKey.swift.
 import PiflashCore
 
 /// Decrypted secret values by key path (`a.b.c` for nested keys), held in memory only.
@@ -26,7 +26,8 @@ public enum SecretLoader {
         try loadSOPS(path: path, identities: identities, environment: ProcessEnvironment.current)
     }
 
-    /// ``loadSOPS(path:identities:)`` with the environment (for `PATH`, to find `sops`) given.
+    /// ``loadSOPS(path:identities:)`` with the environment given: `PATH` finds `sops`, which
+    /// then runs with this environment (and finds its own keys there).
     public static func loadSOPS(path: String, identities: [AgeIdentity], environment: [String: String]) throws -> SecretValues {
         let content = try FileSystem.readFile(path, what: "SOPS file")
         let format = SOPSFormat.detect(path: path, content: content)
@@ -37,7 +38,7 @@ public enum SecretLoader {
         }
         // No age recipient of ours: PGP/KMS (or Shamir key groups) need the sops binary.
         if let sops = SOPSBinary.find(environment: environment) {
-            return try SOPSBinary.decrypt(executable: sops, path: path, format: format)
+            return try SOPSBinary.decrypt(executable: sops, path: path, format: format, environment: environment)
         }
         var found = metadata.ageRecipients.map { "age " + $0.recipient } + metadata.otherKeys
         if found.isEmpty { found = ["none"] }
@@ -99,7 +100,7 @@ public enum SecretLoader {
 
     static func yamlValues(_ plaintext: [UInt8], path: String) throws -> SecretValues {
         var values: [String: [UInt8]] = [:]
-        for document in try SOPSDocument.yamlDocuments(plaintext, path: path) {
+        for document in try SOPSDocument.yamlDocuments(plaintext, path: path, isPlaintext: true) {
             switch document {
             case .mapping, .null: values.merge(document.flattened()) { $1 }
             default: throw PiflashError.usage("the decrypted YAML is not a mapping of keys to values", path: path)

@@ -86,6 +86,23 @@ struct WritePathTests {
         #expect(large - small < 4 << 10, "peak RSS grows by \(large - small) KiB from 32 MiB to 1 GiB")
     }
 
+    @Test("without --device, a card inserted while waiting is found through udev and written")
+    func waitsForACard() throws {
+        let scratch = try ScratchDirectory()
+        let raw = try ImageFixture.make(in: scratch)
+        let process = try PiflashProcess(["write", raw, "--wait", "60", "--yes", "--no-eject", "--json",
+                                          "--journal", scratch.file("journal.sqlite")])
+        #expect(process.waitForLine { $0.contains("\"event\":\"waiting\"") } != nil, "piflash waits for a card")
+        // Insert the card: attaching the backing file is what a reader's media change looks like.
+        let card = try LoopDevice(backing: scratch.file("piflash-card-inserted"), size: 96 << 20)
+        let (status, lines, stderr) = process.finish(timeout: 120)
+        #expect(status == 0, "\(stderr)")
+        let result = try #require(PiflashProcess.result(lines))
+        #expect(result["device"] as? String == card.path)
+        let size = try FileManager.default.attributesOfItem(atPath: raw)[.size] as! UInt64
+        #expect(try Shell.run(["cmp", "-n", "\(size)", raw, card.path]).status == 0)
+    }
+
     @Test("--output writes an image file that equals the image")
     func writesToAnImageFile() throws {
         let scratch = try ScratchDirectory()
