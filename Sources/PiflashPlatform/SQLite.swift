@@ -1,4 +1,5 @@
 import CSQLite
+import Glibc
 
 // A small wrapper over the sqlite3 C API: one connection, prepared statements, transactions.
 // Every SQLite result code is turned into a ``PiflashError`` here, once.
@@ -153,6 +154,24 @@ public final class SQLiteDatabase {
 
     /// The rowid of the last `INSERT` on this connection (`sqlite3_last_insert_rowid`).
     public var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(db) }
+
+    /// Runs `body` again while it fails because another connection holds the database
+    /// (`SQLITE_BUSY`/`SQLITE_LOCKED`), for the steps SQLite does not wait on by itself, such as
+    /// switching a fresh file to WAL while another process creates it. Bounded by `seconds`.
+    public func retryingWhileBusy<T>(seconds: Double = 10, _ body: () throws -> T) throws -> T {
+        let deadline = monotonicSeconds() + seconds
+        var pause: UInt32 = 5_000
+        while true {
+            do {
+                return try body()
+            } catch {
+                let code = sqlite3_errcode(db) & 0xff
+                guard code == SQLITE_BUSY || code == SQLITE_LOCKED, monotonicSeconds() < deadline else { throw error }
+                usleep(pause)
+                pause = min(pause * 2, 200_000)
+            }
+        }
+    }
 
     /// Runs `body` in a transaction: `BEGIN IMMEDIATE` (takes the write lock at once, so two
     /// connections reading then writing never deadlock) or `BEGIN DEFERRED`; commits when it

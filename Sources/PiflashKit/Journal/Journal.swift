@@ -182,8 +182,14 @@ public final class Journal: Sendable {
     }
 
     private static func migrate(_ db: SQLiteDatabase) throws {
-        try db.query("PRAGMA journal_mode=WAL")
+        // Several processes may open a fresh journal at once (the station's slots, a concurrent
+        // `piflash history`): the switch to WAL and the schema wait for each other.
+        try db.retryingWhileBusy { try db.query("PRAGMA journal_mode=WAL") }
         try db.execute("PRAGMA foreign_keys=ON")
+        try db.retryingWhileBusy { try migrateSchema(db) }
+    }
+
+    private static func migrateSchema(_ db: SQLiteDatabase) throws {
         try db.transaction {
             let version = try db.query("PRAGMA user_version").first?[0].int64 ?? 0
             if version > schemaVersion {

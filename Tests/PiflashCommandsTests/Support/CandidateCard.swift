@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 /// A loop device standing in for an SD card in a USB reader: over a sparse backing file named
@@ -47,15 +48,28 @@ struct CandidateTagging: SuiteTrait, TestScoping {
             try await function()
             return
         }
-        try FileManager.default.createDirectory(atPath: "/run/udev/rules.d", withIntermediateDirectories: true)
-        try Self.rule.write(toFile: Self.rulePath, atomically: true, encoding: .utf8)
-        try Shell.sh("udevadm control --reload")
+        // Suites that run in parallel share the rule: the first one in installs it, the last one out removes it.
+        try Self.users.withLock { users in
+            if users == 0 {
+                try FileManager.default.createDirectory(atPath: "/run/udev/rules.d", withIntermediateDirectories: true)
+                try Self.rule.write(toFile: Self.rulePath, atomically: true, encoding: .utf8)
+                try Shell.sh("udevadm control --reload")
+            }
+            users += 1
+        }
         defer {
-            try? FileManager.default.removeItem(atPath: Self.rulePath)
-            _ = try? Shell.run(["udevadm", "control", "--reload"])
+            Self.users.withLock { users in
+                users -= 1
+                if users == 0 {
+                    try? FileManager.default.removeItem(atPath: Self.rulePath)
+                    _ = try? Shell.run(["udevadm", "control", "--reload"])
+                }
+            }
         }
         try await function()
     }
+
+    private static let users = Mutex(0)
 
 }
 
