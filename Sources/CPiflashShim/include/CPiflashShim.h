@@ -31,4 +31,10 @@ io_manager piflash_unix_io_manager(void);
 /// Returns 0, or -errno when an ioctl failed, or a positive SCSI status when the device refused.
 int piflash_scsi_eject(int fd);
 
+/// Whether this CPU can run `piflash_crc32_fold` (x86-64 with PCLMULQDQ and SSE4.1).
+int piflash_crc32_fold_available(void);
+/// zlib's `crc32(crc, data, len)` computed with PCLMULQDQ. `len` must be at least 64 and a multiple
+/// of 16, and `piflash_crc32_fold_available()` true; callers do other lengths with zlib.
+uint32_t piflash_crc32_fold(uint32_t crc, const void *data, size_t len);
+
 #endif

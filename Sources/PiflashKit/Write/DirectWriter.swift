@@ -17,8 +17,8 @@ public struct WriteOutcome: Sendable {
 }
 
 /// Streams an image onto a device or file through a bounded ring of aligned buffers:
-/// decompression and hashing on one thread, `pwrite` on another, never more than `depth` chunks in
-/// memory. The first MiB (the partition table) is zeroed before anything else and written last,
+/// decompression, SHA-256, the per-chunk CRC-32 and `pwrite` each on their own thread, never more
+/// than `depth` chunks in memory. The first MiB (the partition table) is zeroed before anything else and written last,
 /// after everything else is on the medium, so an interrupted card never looks valid.
 public struct DirectWriter: Sendable {
     /// The unit of I/O and of the per-chunk CRCs.
@@ -37,6 +37,8 @@ public struct DirectWriter: Sendable {
     private struct Chunk {
         var buffer: AlignedBuffer
         var offset: UInt64
+        /// The image bytes in the buffer (`buffer.used` may be more: the last chunk is padded to a sector).
+        var length: Int
     }
 
     /// Writes the image.
@@ -63,7 +65,11 @@ public struct DirectWriter: Sendable {
         head.used = Self.headSize
         try DirectWriter.writeHead(head, fd: fd, path: path, isFile: isFile)
 
+        // Four stages joined by bounded channels (decompress, SHA-256, CRC-32, `pwrite`), so the work
+        // overlaps and spreads over the cores; the buffers go round the ring, never more than `depth`.
         let free = Channel<AlignedBuffer>(capacity: depth)
+        let decoded = Channel<Chunk>(capacity: depth)
+        let hashed = Channel<Chunk>(capacity: depth)
         let filled = Channel<Chunk>(capacity: depth)
         for _ in 0..<depth { free.send(AlignedBuffer(count: chunkSize)) }
 
@@ -75,15 +81,14 @@ public struct DirectWriter: Sendable {
                 }
             }
             free.close()
+            decoded.close()
+            hashed.close()
             filled.close()
         }
 
-        // Producer: decompress, hash, CRC.
-        let digest = Locked<(sha: [UInt8], bytes: UInt64, crcs: [UInt32])>(([], 0, []))
+        // Producer: decompress into the ring's buffers.
         let chunkSize = self.chunkSize
         let producer = WorkerThread {
-            var hasher = StreamHasher()
-            var crcs: [UInt32] = []
             var offset: UInt64 = 0
             do {
                 while let buffer = free.receive() {
@@ -92,29 +97,48 @@ public struct DirectWriter: Sendable {
                         free.send(buffer)
                         break
                     }
-                    let data = UnsafeRawBufferPointer(rebasing: buffer.bytes[0..<n])
-                    hasher.update(data)
-                    crcs.append(crc32(0, data))
                     // O_DIRECT writes whole sectors: pad the last chunk with zeros.
                     let padded = (n + sector - 1) / sector * sector
                     if padded > n {
                         (buffer.bytes.baseAddress! + n).initializeMemory(as: UInt8.self, repeating: 0, count: padded - n)
                     }
                     buffer.used = padded
-                    let chunk = Chunk(buffer: buffer, offset: offset)
+                    let chunk = Chunk(buffer: buffer, offset: offset, length: n)
                     offset += UInt64(n)
-                    if n < chunkSize {
-                        // The image ended inside this chunk.
-                        guard filled.send(chunk) else { return }
-                        break
-                    }
-                    guard filled.send(chunk) else { return }
+                    guard decoded.send(chunk) else { return }
+                    // A short chunk means the image ended inside it.
+                    if n < chunkSize { break }
                 }
-                digest.withLock { $0 = (hasher.finalize(), offset, crcs) }
-                filled.close()
+                decoded.close()
             } catch {
                 fail(error)
             }
+        }
+
+        // Hasher: SHA-256 of the image, in order.
+        let digest = Locked<(sha: [UInt8], bytes: UInt64)>(([], 0))
+        let hashing = WorkerThread {
+            var hasher = StreamHasher()
+            var bytes: UInt64 = 0
+            while let chunk = decoded.receive() {
+                hasher.update(UnsafeRawBufferPointer(rebasing: chunk.buffer.bytes[0..<chunk.length]))
+                bytes += UInt64(chunk.length)
+                guard hashed.send(chunk) else { return }
+            }
+            digest.withLock { $0 = (hasher.finalize(), bytes) }
+            hashed.close()
+        }
+
+        // Checksummer: the CRC-32 of each chunk, for the read-back to name the first bad chunk.
+        let checksums = Locked<[UInt32]>([])
+        let checksumming = WorkerThread {
+            var crcs: [UInt32] = []
+            while let chunk = hashed.receive() {
+                crcs.append(crc32(0, UnsafeRawBufferPointer(rebasing: chunk.buffer.bytes[0..<chunk.length])))
+                guard filled.send(chunk) else { return }
+            }
+            checksums.withLock { $0 = crcs }
+            filled.close()
         }
 
         // Writer: this thread.
@@ -150,10 +174,13 @@ public struct DirectWriter: Sendable {
             fail(error)
         }
         producer.join()
+        hashing.join()
+        checksumming.join()
         if let error = failure.withLock({ $0 }) { throw error }
         _ = lastEnd
 
-        let result = digest.withLock { $0 }
+        let hash = digest.withLock { $0 }
+        let result = (sha: hash.sha, bytes: hash.bytes, crcs: checksums.withLock { $0 })
         try Interrupts.check("flushing \(path)")
         // Everything but the head is written: make it durable, then write the head and flush again.
         try retryingEINTR("fsync", path: path) { fsync(fd) }
