@@ -107,29 +107,11 @@ struct StationConfigTests {
 
     @Test("READY=1 reaches $NOTIFY_SOCKET as a datagram")
     func notify() throws {
-        let path = NSTemporaryDirectory() + "piflash-notify-\(getpid()).sock"
-        unlink(path)
-        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
-        #expect(fd >= 0)
-        defer {
-            close(fd)
-            unlink(path)
-        }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
-        }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        #expect(bound == 0)
-        let notifier = SystemdNotifier(environment: ["NOTIFY_SOCKET": path])
+        let scratch = try ScratchDirectory()
+        let socket = try NotifySocket(in: scratch)
+        let notifier = SystemdNotifier(environment: ["NOTIFY_SOCKET": socket.path])
         #expect(notifier.notify("READY=1"))
-        var buffer = [UInt8](repeating: 0, count: 64)
-        let count = recv(fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
-        #expect(count == 7)
-        #expect(String(decoding: buffer.prefix(max(0, count)), as: UTF8.self) == "READY=1")
+        #expect(socket.receive(timeout: 5) == "READY=1")
         #expect(!SystemdNotifier(environment: [:]).notify("READY=1"), "nothing without systemd")
     }
 }

@@ -88,19 +88,7 @@ final class StationFixture {
                 path = "../nixos.img.zst"
                 [secrets]
                 dir = "secrets/\(host)"
-                [[files]]
-                path = "/var/lib/bootstrap/ssh_host_ed25519_key"
-                secret = "ssh_host_ed25519_key"
-                mode = "0600"
-                [[files]]
-                path = "/var/lib/bootstrap/ssh_host_ed25519_key.pub"
-                public_key_of = "ssh_host_ed25519_key"
-                mode = "0644"
-                [[files]]
-                path = "/var/lib/networkmanager/system-connections.env"
-                template = "WIFI_SSID=${wifi_ssid}\\nWIFI_PSK=${wifi_psk}\\n"
-                mode = "0600"
-
+                \(HostFileText.canonicalFiles())
                 """.write(toFile: "\(hostsDir)/\(host).toml", atomically: true, encoding: .utf8)
         }
         if let ageHost {
@@ -111,16 +99,7 @@ final class StationFixture {
                 path = "../nixos.img.zst"
                 [secrets]
                 age = "secrets/\(ageHost).yaml.age"
-                [[files]]
-                path = "/var/lib/bootstrap/ssh_host_ed25519_key"
-                secret = "ssh_host_ed25519_key"
-                [[files]]
-                path = "/var/lib/bootstrap/ssh_host_ed25519_key.pub"
-                public_key_of = "ssh_host_ed25519_key"
-                [[files]]
-                path = "/var/lib/networkmanager/system-connections.env"
-                template = "WIFI_SSID=${wifi_ssid}\\nWIFI_PSK=${wifi_psk}\\n"
-
+                \(HostFileText.canonicalFiles(modes: false))
                 """.write(toFile: "\(hostsDir)/\(ageHost).toml", atomically: true, encoding: .utf8)
         }
         journal = scratch.file("journal.sqlite")

@@ -40,20 +40,7 @@ final class HostFixture {
             [secrets]
             age = "secrets/\(name).yaml.age"
 
-            [[files]]
-            path = "/var/lib/bootstrap/ssh_host_ed25519_key"
-            secret = "ssh_host_ed25519_key"
-            mode = "0600"
-
-            [[files]]
-            path = "/var/lib/bootstrap/ssh_host_ed25519_key.pub"
-            public_key_of = "ssh_host_ed25519_key"
-            mode = "0644"
-
-            [[files]]
-            path = "/var/lib/networkmanager/system-connections.env"
-            template = "WIFI_SSID=${wifi.ssid}\\nWIFI_PSK=${wifi.psk}\\n"
-            mode = "0600"
+            \(HostFileText.canonicalFiles(wifiTemplate: "WIFI_SSID=${wifi.ssid}\\nWIFI_PSK=${wifi.psk}\\n"))
             \(extraFiles)
             [check]
             address = "\(name).local"
