@@ -75,7 +75,11 @@ install: release
 	install -Dm644 man/piflash-station.8 $(DESTDIR)$(PREFIX)/share/man/man8/piflash-station.8
 	install -Dm644 udev-rules/60-piflash.rules $(DESTDIR)/etc/udev/rules.d/60-piflash.rules
 	install -Dm644 udev-rules/61-piflash-slots.rules.example $(DESTDIR)$(PREFIX)/share/piflash/61-piflash-slots.rules.example
-	install -Dm644 udev-rules/piflash-station.service $(DESTDIR)/etc/systemd/system/piflash-station.service
+	install -Dm644 udev-rules/station.toml.example $(DESTDIR)$(PREFIX)/share/piflash/station.toml.example
+	install -d $(DESTDIR)/etc/systemd/system
+	sed 's|/usr/local/bin/piflash|$(PREFIX)/bin/piflash|g' udev-rules/piflash-station.service \
+	  > $(DESTDIR)/etc/systemd/system/piflash-station.service
+	chmod 644 $(DESTDIR)/etc/systemd/system/piflash-station.service
 	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/site-functions \
 	  $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
 	$(RELEASE_BIN) --generate-completion-script bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/piflash
