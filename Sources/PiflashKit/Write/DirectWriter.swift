@@ -27,6 +27,8 @@ public struct DirectWriter: Sendable {
     public var depth: Int
     /// The head kept back and written last.
     public static let headSize = 1 << 20
+    /// Where partition tables live (MBR, primary GPT header and entries): zeroed before the write.
+    static let tableSize = 64 << 10
 
     public init(chunkSize: Int = 4 << 20, depth: Int = 4) {
         precondition(chunkSize % Self.headSize == 0, "chunks are whole MiB")
@@ -59,10 +61,12 @@ public struct DirectWriter: Sendable {
         let sector = target.logicalSectorSize()
         let isFile = !target.isBlockDevice
 
-        // Invalidate whatever partition table the target holds before writing anything else.
+        // Invalidate whatever partition table the target holds before writing anything else: the
+        // first 64 KiB hold the MBR and a primary GPT (header and entries); the rest of the first
+        // MiB is not written until the very end.
         let head = AlignedBuffer(count: Self.headSize)
         head.bytes.initializeMemory(as: UInt8.self, repeating: 0)
-        head.used = Self.headSize
+        head.used = Self.tableSize
         try DirectWriter.writeHead(head, fd: fd, path: path, isFile: isFile)
 
         // Four stages joined by bounded channels (decompress, SHA-256, CRC-32, `pwrite`), so the work
