@@ -10,7 +10,7 @@ struct Write: AsyncParsableCommand {
         discussion: """
             IMAGE is a raw, zstd, xz or gzip image (told by its magic bytes), or a folder holding exactly one \
             *.img[.zst|.xz|.gz] (a NixOS build result works). The card must pass the safety policy \
-            (see `piflash devices --all`). The first MiB is zeroed first and written last, so an interrupted \
+            (see `piflash devices --all`). Its partition tables (the first 64 KiB) are zeroed first and the first MiB is written last, so an interrupted \
             card never looks valid. Without --device or --output the card is found as for `piflash flash`: \
             the only candidate, one inserted within --wait seconds, or the one you choose. The expected SHA-256 of the uncompressed image comes from --sha256, else \
             from IMAGE.sha256 or SHA256SUMS beside it (those may also name the compressed file).
