@@ -149,7 +149,6 @@ public struct DirectWriter: Sendable {
         let started = monotonicSeconds()
         reporter.begin("write", total: total)
         var written: UInt64 = 0
-        var lastEnd: UInt64 = 0
         do {
             while let chunk = filled.receive() {
                 try Interrupts.check("writing at byte \(chunk.offset) of \(path)")
@@ -166,7 +165,6 @@ public struct DirectWriter: Sendable {
                 if !data.isEmpty {
                     try DeviceFile.write(fd, data, at: offset, path: path)
                 }
-                lastEnd = offset + UInt64(data.count)
                 written = chunk.offset + UInt64(chunk.buffer.used)
                 reporter.progress("write", done: min(written, total ?? written), total: total)
                 free.send(chunk.buffer)
@@ -181,7 +179,6 @@ public struct DirectWriter: Sendable {
         hashing.join()
         checksumming.join()
         if let error = failure.withLock({ $0 }) { throw error }
-        _ = lastEnd
 
         let hash = digest.withLock { $0 }
         let result = (sha: hash.sha, bytes: hash.bytes, crcs: checksums.withLock { $0 })
