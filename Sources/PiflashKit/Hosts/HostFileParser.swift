@@ -300,7 +300,7 @@ struct HostFileReader {
             let gid = try file["gid"].map { UInt32(try integer($0, key: "gid", table: place, range: 0...4_294_967_294)) } ?? 0
             if mode & 0o077 != 0, source.holdsSecret {
                 warnings.append(
-                    "\(self.path): \(path) holds a secret but mode \(InjectedFile(path: path, sha256: "", mode: mode, uid: uid, gid: gid).modeString) lets group or others read it")
+                    "\(self.path): \(path) holds a secret but mode \(InjectedFile.modeString(mode)) lets group or others read it")
             }
             entries.append(HostFile.FileEntry(path: path, source: source, mode: mode, uid: uid, gid: gid))
         }

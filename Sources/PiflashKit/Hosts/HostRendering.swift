@@ -67,10 +67,14 @@ extension HostFile {
     ///   host name), derived from the OpenSSH private key in that secret;
     /// - `template` → the template with each `${name}` replaced literally by the secret's bytes.
     ///
+    /// Files whose content is derived from secrets (``FileEntry/Source/holdsSecret``) carry the
+    /// host's ``digestKey(secrets:)``, so only a keyed digest of them is ever recorded.
+    ///
     /// - Throws: ``PiflashError`` (exit 2) naming the file entry and the missing secret, or a
     ///   secret that is not an unencrypted OpenSSH private key.
     public func render(secrets: SecretValues) throws -> [BootstrapFile] {
-        try files.map { entry in
+        let key = digestKey(secrets: secrets)
+        return try files.map { entry in
             let place = "[[files]] \(entry.path)"
             let content: [UInt8]
             switch entry.source {
@@ -88,7 +92,14 @@ extension HostFile {
                 }
                 content = try template.render { try secretValue($0, in: secrets, for: place) }
             }
-            return BootstrapFile(path: entry.path, content: content, mode: entry.mode, uid: entry.uid, gid: entry.gid)
+            var fileKey: DigestKey?
+            if entry.source.holdsSecret {
+                // Rendering read the secrets the entry names, so they exist and the key does.
+                guard let key else { preconditionFailure("\(place) holds a secret but the host has no digest key") }
+                fileKey = key
+            }
+            return BootstrapFile(
+                path: entry.path, content: content, mode: entry.mode, uid: entry.uid, gid: entry.gid, digestKey: fileKey)
         }
     }
 

@@ -8,7 +8,8 @@ import PiflashPlatform
 import Synchronization
 
 /// One flash attempt as the journal keeps it: what was written where, how fast, what was
-/// injected (paths and digests, never content) and how it ended.
+/// injected (paths and digests, never content; keyed digests of secret-derived content) and how
+/// it ended.
 ///
 /// A row is written when the attempt begins (``Journal/begin(_:)``) and completed when it ends
 /// (``Journal/finish(_:)``), so a crash mid-flash still leaves a row with no `finishedAt`.
@@ -116,12 +117,7 @@ public struct JournalEntry: Sendable, Equatable, Codable {
             ("inject_seconds", number(injectSeconds)),
             ("write_rate", number(writeRate)),
             ("verify_rate", number(verifyRate)),
-            ("files", .array(files.map { file in
-                .object([
-                    ("path", .string(file.path)), ("sha256", .string(file.sha256)),
-                    ("mode", .string(file.modeString)), ("uid", .int(Int64(file.uid))), ("gid", .int(Int64(file.gid))),
-                ])
-            })),
+            ("files", .array(files.map { .object($0.jsonFields) })),
             ("host_key_fingerprint", .string(hostKeyFingerprint)),
             ("ok", .bool(ok)),
             ("result", .string(outcome)),
@@ -136,7 +132,11 @@ public struct JournalEntry: Sendable, Equatable, Codable {
 /// (SQLite locking with a busy timeout).
 public final class Journal: Sendable {
     /// The schema version stored in `PRAGMA user_version`.
-    public static let schemaVersion: Int64 = 1
+    ///
+    /// 1: attempts, injected files (plain SHA-256 of every file), claims. 3: injected files carry
+    /// a digest kind (`digest`, `digest_kind`: keyed `hmac_sha256` for secret-derived content,
+    /// `sha256` for public content; NULL marks the plain digests of older versions).
+    public static let schemaVersion: Int64 = 3
 
     /// The database file.
     public let path: String
@@ -186,6 +186,9 @@ public final class Journal: Sendable {
         // `piflash history`): the switch to WAL and the schema wait for each other.
         try db.retryingWhileBusy { try db.query("PRAGMA journal_mode=WAL") }
         try db.execute("PRAGMA foreign_keys=ON")
+        // Deleted and overwritten content (a scrubbed plain digest, rewritten file rows) is zeroed
+        // in the file rather than left in free space.
+        try db.execute("PRAGMA secure_delete=ON")
         try db.retryingWhileBusy { try migrateSchema(db) }
     }
 
@@ -246,10 +249,20 @@ public final class Journal: Sendable {
                     PRAGMA user_version = 1;
                     """)
             }
+            if version < 3 {
+                // Keyed digests (issue 14): the column says what the digest is. Rows written before
+                // keep their plain SHA-256 with digest_kind NULL: read and shown, never written again.
+                try db.execute(
+                    """
+                    ALTER TABLE injected_files RENAME COLUMN sha256 TO digest;
+                    ALTER TABLE injected_files ADD COLUMN digest_kind TEXT;
+                    PRAGMA user_version = 3;
+                    """)
+            }
         }
     }
 
-    private func withDatabase<T: Sendable>(_ body: (SQLiteDatabase) throws -> T) throws -> T {
+    func withDatabase<T: Sendable>(_ body: (SQLiteDatabase) throws -> T) throws -> T {
         try connection.withLock { db in try body(db) }
     }
 
@@ -416,11 +429,13 @@ public final class Journal: Sendable {
 
     private static func storeFiles(_ files: [InjectedFile], id: Int64, db: SQLiteDatabase) throws {
         let insert = try db.prepare(
-            "INSERT INTO injected_files (flash_id, position, path, sha256, mode, uid, gid) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            "INSERT INTO injected_files (flash_id, position, path, digest, digest_kind, mode, uid, gid)"
+                + " VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
         for (position, file) in files.enumerated() {
             try insert.bind([
-                .integer(id), .integer(Int64(position)), .text(file.path), .text(file.sha256),
-                .integer(Int64(file.mode)), .integer(Int64(file.uid)), .integer(Int64(file.gid)),
+                .integer(id), .integer(Int64(position)), .text(file.path), .text(file.digest.hex ?? ""),
+                .text(file.digest.storedKind), .integer(Int64(file.mode)), .integer(Int64(file.uid)),
+                .integer(Int64(file.gid)),
             ])
             _ = try insert.nextRow()
         }
@@ -429,11 +444,12 @@ public final class Journal: Sendable {
     private static func entry(_ row: SQLiteRow, db: SQLiteDatabase) throws -> JournalEntry {
         let id = row["id"].int64 ?? 0
         let files = try db.query(
-            "SELECT path, sha256, mode, uid, gid FROM injected_files WHERE flash_id = ? ORDER BY position",
+            "SELECT path, digest, digest_kind, mode, uid, gid FROM injected_files WHERE flash_id = ? ORDER BY position",
             [.integer(id)]
         ).map { file in
             InjectedFile(
-                path: file["path"].string ?? "", sha256: file["sha256"].string ?? "",
+                path: file["path"].string ?? "",
+                digest: ContentDigest(storedKind: file["digest_kind"].string, hex: file["digest"].string ?? ""),
                 mode: UInt16(truncatingIfNeeded: file["mode"].int64 ?? 0),
                 uid: UInt32(truncatingIfNeeded: file["uid"].int64 ?? 0),
                 gid: UInt32(truncatingIfNeeded: file["gid"].int64 ?? 0))
