@@ -87,6 +87,18 @@ struct FirstBootTests {
         }
     }
 
+    @Test("hosts --check decrypts and names the Wi-Fi rule a secret breaks (the same check flash runs)")
+    func hostsCheckNamesTheRule() throws {
+        let bad = try HostFixture(psk: String(repeating: "g", count: 64), envTable: true)
+        let run = try Shell.run([Shell.piflash, "hosts", "--check", "--hosts", bad.hostsDirectory, "--age-identity", bad.identityFile])
+        #expect(run.status == 2)
+        #expect(run.stdout.contains("psk_hex") && run.stdout.contains("WIFI_PSK"), "\(run.stdout)\(run.stderr)")
+        let good = try HostFixture(envTable: true)
+        let ok = try Shell.run([Shell.piflash, "hosts", "--check", "--hosts", good.hostsDirectory, "--age-identity", good.identityFile])
+        #expect(ok.status == 0, "\(ok.stdout)\(ok.stderr)")
+        #expect(ok.stdout.contains("rendered"))
+    }
+
     @Test("an impossible Wi-Fi value is refused before any card: exit 2 naming the rule, nothing written")
     func impossibleValueRefused() throws {
         let host = try HostFixture(psk: "short", envTable: true)
