@@ -18,9 +18,10 @@ APT_PACKAGES = pkg-config libudev-dev libblkid-dev libext2fs-dev libzstd-dev lib
 
 # The real readers the first-boot tests check against: Nix (evaluates hosts/nixos with
 # ../shared/nixpkgs-lib), GLib's keyfile parser (python3-gi, NetworkManager's layer),
-# systemd-dissect (systemd-container: systemd's own env-file parser, offline), wpa_passphrase
-# (wpasupplicant) and envsubst (gettext-base).
-FIRSTBOOT_TEST_PACKAGES = nix-bin python3-gi systemd-container wpasupplicant gettext-base
+# NetworkManager's keyfile reader (gir1.2-nm-1.0: libnm's nm_keyfile_read), systemd-dissect and
+# systemd-nspawn (systemd-container: systemd's own env-file parser offline, and a real systemd
+# booted as PID 1), wpa_passphrase (wpasupplicant) and envsubst (gettext-base).
+FIRSTBOOT_TEST_PACKAGES = nix-bin python3-gi gir1.2-nm-1.0 systemd-container wpasupplicant gettext-base
 
 BIN = .build/debug/piflash
 RELEASE_BIN = .build/release/piflash

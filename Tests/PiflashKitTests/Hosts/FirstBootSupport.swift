@@ -20,6 +20,12 @@ enum FirstBootReaders {
         (try? hostsRunTool([debianPython, "-c", "import gi; gi.require_version('GLib', '2.0'); from gi.repository import GLib"]))?.status == 0
     }
 
+    /// libnm's keyfile reader (`nm_keyfile_read`, the code NetworkManager's keyfile plugin uses),
+    /// through gir1.2-nm-1.0.
+    static var libnmAvailable: Bool {
+        (try? hostsRunTool([debianPython, "-c", "import gi; gi.require_version('NM', '1.0'); from gi.repository import NM; NM.keyfile_read"]))?.status == 0
+    }
+
     static var nixAvailable: Bool { hostsToolExists("nix-instantiate") }
 
     /// ../shared/nixpkgs-lib/lib next to the worktree.

@@ -12,6 +12,7 @@ let hardPSKs: [String] = [
     #"\s\\\n\t;semi;colon=eq"#,
     "`id` $(id) 'x'   ",
     String((0x20...0x5e).map { Character(UnicodeScalar($0)) }),
+    String((0x40...0x7e).map { Character(UnicodeScalar($0)) }),
     "0123456789abcdefABCDEF0123456789abcdef0123456789abcdef0123456789",
 ]
 let hardSSIDs: [String] = [#"My "Home" Net"#, " lead space", "ünïcode ☕", #"back\slash;semi"#, "$X #y"]
@@ -162,8 +163,9 @@ struct CheckUnitTests {
     }
 
     @Test(
-        "networkmanager: every hard PSK and SSID reaches the keyfile NetworkManager reads, exactly",
+        "networkmanager: every hard PSK and SSID reaches NetworkManager's keyfile reader exactly",
         .enabled(if: FirstBootReaders.glibAvailable, "needs python3-gi with Debian's /usr/bin/python3"),
+        .enabled(if: FirstBootReaders.libnmAvailable, "needs libnm's introspection data (gir1.2-nm-1.0)"),
         .enabled(if: hostsToolExists("envsubst"), "needs envsubst (gettext-base)")
     )
     func networkManagerExact() throws {
@@ -186,14 +188,19 @@ struct CheckUnitTests {
             let substituted = try firstBootRun(["/bin/sh", "-c", "envsubst < '\(iniFile)'"], environment: environment)
             #expect(substituted.status == 0)
             let keyfile = try root.folder.write("piflash-wifi.nmconnection", substituted.stdout)
-            // GLib's keyfile parser, as NetworkManager reads psk (a string) and ssid (a byte list).
+            // GLib's keyfile parser, then NetworkManager's own keyfile reader (libnm's
+            // nm_keyfile_read, as the daemon's keyfile plugin reads /run/NetworkManager/…).
             let glib = try hostsRunTool([FirstBootReaders.debianPython, "-c", """
                 import gi, json, sys
                 gi.require_version('GLib', '2.0')
-                from gi.repository import GLib
+                gi.require_version('NM', '1.0')
+                from gi.repository import GLib, NM
                 kf = GLib.KeyFile()
                 kf.load_from_file(sys.argv[1], GLib.KeyFileFlags.NONE)
-                print(json.dumps({"psk": kf.get_string("wifi-security", "psk"), "ssid": list(kf.get_integer_list("wifi", "ssid"))}))
+                connection = NM.keyfile_read(kf, "/run/NetworkManager/system-connections", NM.KeyfileHandlerFlags.NONE, None, None)
+                ssid = bytes(connection.get_setting_wireless().get_ssid().get_data())
+                psk = connection.get_setting_wireless_security().get_psk()
+                print(json.dumps({"psk": psk, "ssid": list(ssid)}))
                 """, keyfile])
             #expect(glib.status == 0)
             let parsed = try JSONSerialization.jsonObject(with: Data(glib.output.utf8)) as? [String: Any]
