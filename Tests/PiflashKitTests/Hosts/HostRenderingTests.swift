@@ -155,7 +155,7 @@ struct HostRenderingTests {
         #expect(String(decoding: bootstrap.files[1].content, as: UTF8.self) == publicLine + " example\n")
         #expect(bootstrap.knownHostsLine == "example,example.local " + publicLine)
         let env = String(decoding: bootstrap.files[2].content, as: UTF8.self)
-        #expect(env == "WIFI_SSID=Demo Net 5G\nWIFI_PSK=demo pa$$word 42\n")
+        #expect(env == "WIFI_PSK=\"demo pa\\$\\$word 42\"\nWIFI_SSID=\"Demo Net 5G\"\n")
     }
 }
 
