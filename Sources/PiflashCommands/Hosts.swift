@@ -45,7 +45,7 @@ struct AgeIdentityOptions: ParsableArguments {
 struct Hosts: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "hosts",
-        abstract: "List the host files, or check them all.",
+        abstract: "List the host files, or check them all; make a new host, rotate its key, print its age recipient.",
         discussion: """
             Lists every NAME.toml in the hosts folder with its image, where its secrets come from \
             and how many files it injects.
@@ -55,7 +55,10 @@ struct Hosts: AsyncParsableCommand {
             secrets are decrypted and rendered too when an age identity is available \
             (--age-identity FILE, $SOPS_AGE_KEY, $SOPS_AGE_KEY_FILE or ~/.config/sops/age/keys.txt). \
             Nothing secret is printed. Exits 2 when any host file is bad. See piflash-hosts(5).
-            """
+
+            Subcommands: `hosts new NAME` makes a new host (key, SOPS secrets, host file),             `hosts rotate-key NAME` puts a new host key in its SOPS file, `hosts recipient NAME`             prints its age recipient.
+            """,
+        subcommands: [HostsNew.self, HostsRotateKey.self, HostsRecipient.self]
     )
 
     @OptionGroup var hosts: HostsFolderOptions

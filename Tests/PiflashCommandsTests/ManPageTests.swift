@@ -16,19 +16,24 @@ struct ManPageTests {
         let dump = try Shell.run([Shell.piflash, "--experimental-dump-help"])
         let root = try JSONSerialization.jsonObject(with: Data(dump.stdout.utf8)) as! [String: Any]
         let command = root["command"] as! [String: Any]
-        let subcommands = command["subcommands"] as! [[String: Any]]
-        return subcommands.compactMap { sub in
-            let name = sub["commandName"] as! String
-            guard name != "help" else { return nil }
-            var options = Set<String>()
-            for argument in sub["arguments"] as? [[String: Any]] ?? [] {
-                for entry in argument["names"] as? [[String: Any]] ?? [] where entry["kind"] as? String == "long" {
-                    options.insert("--" + (entry["name"] as! String))
+        // Nested commands (`hosts new`) are named with their parent, as their man sections are.
+        func collect(_ subcommands: [[String: Any]], prefix: String) -> [Command] {
+            subcommands.flatMap { sub -> [Command] in
+                let name = sub["commandName"] as! String
+                guard name != "help" else { return [] }
+                var options = Set<String>()
+                for argument in sub["arguments"] as? [[String: Any]] ?? [] {
+                    for entry in argument["names"] as? [[String: Any]] ?? [] where entry["kind"] as? String == "long" {
+                        options.insert("--" + (entry["name"] as! String))
+                    }
                 }
+                options.subtract(["--help", "--version"])
+                let full = prefix + name
+                return [Command(name: full, options: options)]
+                    + collect(sub["subcommands"] as? [[String: Any]] ?? [], prefix: full + " ")
             }
-            options.subtract(["--help", "--version"])
-            return Command(name: name, options: options)
         }
+        return collect(command["subcommands"] as! [[String: Any]], prefix: "")
     }
 
     /// The `.SS "piflash NAME…"` section of a roff page, up to the next `.SS` or `.SH`.
