@@ -251,7 +251,10 @@ extension SOPSConfig {
 
         switch pair.value {
         case .sequence(let sequence):
-            if sequence.style == Yams.Node.Sequence.Style.flow {
+            let valueText = lines[valueLine]
+            let isFlow = valueColumn < valueText.count
+                && valueText[valueText.index(valueText.startIndex, offsetBy: valueColumn)] == "["
+            if isFlow || sequence.style == Yams.Node.Sequence.Style.flow {
                 guard lastLine(from: valueLine, deeperThan: keyColumn) == valueLine,
                     let close = lines[valueLine].lastIndex(of: "]")
                 else { throw refuse("its age list is a flow list over several lines") }
