@@ -74,6 +74,8 @@ struct HostsNew: AsyncParsableCommand {
             HostCreation.Request(
                 name: name, hostsFolder: catalog.directory, ageRecipients: ageRecipients, format: format, imagePath: imagePath,
                 addRecipient: addRecipient, wifi: ssid != nil))
+        // From here on the process holds secrets (the passphrase first): no core file.
+        SecretMemory.protectProcess()
         var psk: LockedBytes?
         if let ssid {
             psk = try readPassphrase(ssid: String(decoding: ssid, as: UTF8.self))

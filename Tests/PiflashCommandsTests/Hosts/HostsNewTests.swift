@@ -54,7 +54,7 @@ struct HostsNewTests {
         #expect(again.stdout == knownHosts + "\n")
     }
 
-    @Test("json and dotenv SOPS files decrypt with sops too", arguments: ["json", "dotenv"])
+    @Test("json and dotenv SOPS files decrypt with sops too, also after rotate-key", arguments: ["json", "dotenv"])
     func otherFormats(_ format: String) throws {
         let repo = try NewHostRepository()
         let result = try repo.newHost("pi-\(format)", ["--format", format])
@@ -62,6 +62,12 @@ struct HostsNewTests {
         #expect(values["wifi_psk"] as? String == "correct horse battery")
         #expect((values["ssh_host_ed25519_key"] as? String)?.hasSuffix("-----END OPENSSH PRIVATE KEY-----\n") == true)
         #expect(try repo.piflash(["known-hosts", "pi-\(format)", "--hosts", repo.hosts]).stdout == (result["known_hosts"] as! String) + "\n")
+        // rotate-key rewrites the same format; sops still decrypts it.
+        let rotate = try repo.piflash(["hosts", "rotate-key", "pi-\(format)", "--hosts", repo.hosts])
+        #expect(rotate.status == 0, "\(rotate.stderr)")
+        let after = try repo.sopsValues(try #require(result["secrets"] as? String))
+        #expect(after["wifi_psk"] as? String == "correct horse battery" && after["wifi_ssid"] as? String == "Pi Net")
+        #expect(after["ssh_host_ed25519_key"] as? String != values["ssh_host_ed25519_key"] as? String)
     }
 
     @Test("--add-recipient: the rule gains the host's recipient, comments kept; sops updatekeys accepts; the host key opens it")
