@@ -88,7 +88,10 @@ public enum HostCreation {
     ///   rule with keys piflash cannot encrypt to, `--add-recipient` without a `.sops.yaml`.
     public static func plan(_ request: Request) throws -> Plan {
         if let problem = nameProblem(request.name) { throw PiflashError.usage("`\(request.name)` is not a usable host name: \(problem)") }
-        let folder = request.hostsFolder
+        // One spelling of the folder (no `.`/`..`), so paths relative to .sops.yaml's folder match.
+        let folder = URL(fileURLWithPath: request.hostsFolder).standardizedFileURL.path
+        var request = request
+        request.hostsFolder = folder
         let hostFile = folder + "/" + request.name + ".toml"
         let extensionName: String
         switch request.format {
