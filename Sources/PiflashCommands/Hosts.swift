@@ -65,6 +65,20 @@ func displayPath(_ path: String) -> String {
     return path.hasPrefix(prefix) ? String(path.dropFirst(prefix.count)) : path
 }
 
+/// Runs `body`; with `--json`, an error becomes one `{"ok":false,"host":…,"error":…,"exit_code":N}`
+/// object on stdout (and the exit status), so a script reading JSON always gets a result.
+func withJSONErrors(_ json: Bool, host: String, _ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let error as PiflashError where json {
+        printJSON(.object([
+            ("ok", false), ("host", .string(host)), ("error", .string(error.description)),
+            ("exit_code", .int(Int64(error.status.rawValue))),
+        ]))
+        throw ExitCode(error.status.rawValue)
+    }
+}
+
 /// Prints one JSON object on its own line on stdout.
 func printJSON(_ value: JSONValue) {
     writeAll(value.serialized() + "\n", to: STDOUT_FILENO)

@@ -60,6 +60,10 @@ struct HostsNew: AsyncParsableCommand {
     }
 
     func run() async throws {
+        try withJSONErrors(json, host: name) { try make() }
+    }
+
+    func make() throws {
         let catalog = try hosts.catalog()
         let ssid = wifiSSID.map { Array($0.utf8) }
         if let ssid, let problem = WiFiRules.ssidProblem(ssid) {

@@ -27,6 +27,10 @@ struct HostsRotateKey: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
+        try withJSONErrors(json, host: host) { try rotate() }
+    }
+
+    func rotate() throws {
         let file = try hosts.catalog().load(host)
         let result = try HostKeyRotation.rotate(host: file, identities: try age.identities())
         if let note = SecretMemory.lockNote { writeAll("note: \(note)\n", to: STDERR_FILENO) }

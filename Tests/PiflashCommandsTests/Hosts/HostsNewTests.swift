@@ -121,6 +121,10 @@ struct HostsNewTests {
             ["hosts", "new", "pi-three", "--hosts", repo.hosts, "--wifi-ssid", "Net", "--wifi-psk-stdin"], input: "another passphrase\n")
         #expect(existing.status == 2)
         #expect(existing.stderr.contains("already exists"))
+        let existingJSON = try repo.piflash(["hosts", "new", "pi-three", "--hosts", repo.hosts, "--json"])
+        #expect(existingJSON.status == 2)
+        let failure = try JSONSerialization.jsonObject(with: Data(existingJSON.stdout.utf8)) as? [String: Any]
+        #expect(failure?["ok"] as? Bool == false && failure?["exit_code"] as? Int == 2)
         #expect(try repo.snapshot() == made, "the existing host is untouched")
         // A secrets file left without its host file also blocks.
         try Shell.sh("rm '\(repo.hosts)/pi-three.toml'")
