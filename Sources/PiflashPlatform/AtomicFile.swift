@@ -21,12 +21,15 @@ public enum AtomicFile {
         fsyncFolder(of: path)
     }
 
-    /// Replaces `path` with `content`, keeping its mode.
+    /// Replaces `path` with `content`, keeping its mode (and, for root, its owner).
     /// - Throws: ``PiflashError`` (exit 2); the old file is then untouched.
     public static func replace(_ path: String, content: [UInt8]) throws {
         var info = stat()
-        let mode = stat(path, &info) == 0 ? info.st_mode & 0o7777 : 0o644
+        let exists = stat(path, &info) == 0
+        let mode = exists ? info.st_mode & 0o7777 : 0o644
         let temporary = try writeTemporary(for: path, content: content, mode: mode)
+        // `sudo piflash …` must not hand a user's file to root.
+        if exists && geteuid() == 0 { _ = chown(temporary, info.st_uid, info.st_gid) }
         guard rename(temporary, path) == 0 else {
             let code = errno
             unlink(temporary)

@@ -193,6 +193,7 @@ public enum HostCreation {
     /// - Throws: ``PiflashError`` (exit 2) when a file cannot be written; what was written is
     ///   removed again.
     public static func create(_ plan: Plan, ssid: [UInt8]?, psk: LockedBytes?) throws -> Result {
+        precondition((ssid != nil) == plan.request.wifi && (ssid != nil) == (psk != nil), "Wi-Fi as planned")
         SecretMemory.protectProcess()
         let name = plan.request.name
         let key = OpenSSHPrivateKey.generate(comment: "root@" + name)
