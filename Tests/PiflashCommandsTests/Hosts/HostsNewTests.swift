@@ -70,6 +70,17 @@ struct HostsNewTests {
         #expect(after["ssh_host_ed25519_key"] as? String != values["ssh_host_ed25519_key"] as? String)
     }
 
+    @Test("without --wifi-ssid: a host key only, and a host file without the Wi-Fi file")
+    func wired() throws {
+        let repo = try NewHostRepository()
+        let result = try repo.newHost("pi-wired", psk: nil)
+        let values = try repo.sopsValues(try #require(result["secrets"] as? String))
+        #expect(Array(values.keys) == ["ssh_host_ed25519_key"])
+        let toml = try String(contentsOfFile: repo.hosts + "/pi-wired.toml", encoding: .utf8)
+        #expect(!toml.contains("system-connections.env") && toml.contains("ssh_host_ed25519_key.pub"))
+        #expect(try repo.piflash(["hosts", "--check", "--hosts", repo.hosts]).status == 0)
+    }
+
     @Test("--add-recipient: the rule gains the host's recipient, comments kept; sops updatekeys accepts; the host key opens it")
     func addRecipient() throws {
         let repo = try NewHostRepository()
