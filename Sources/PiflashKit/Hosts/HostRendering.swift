@@ -1,3 +1,4 @@
+import PiflashPlatform
 import PiflashSecrets
 
 /// Opens a host's secrets, dispatching on its `[secrets]` section.
@@ -10,6 +11,7 @@ public enum HostSecrets {
     /// - Throws: the loader's ``PiflashError``: exit 2 for unreadable or malformed files, exit 1
     ///   for decryption failures (wrong identity, bad MAC).
     public static func load(for host: HostFile, identities: [AgeIdentity]) throws -> SecretValues {
+        if host.secrets != nil { SecretMemory.protectProcess() }
         switch host.secrets {
         case nil: return SecretValues([:])
         case .sops(let path): return try SecretLoader.loadSOPS(path: path, identities: identities)
