@@ -293,7 +293,7 @@ struct HostsNewTests {
         #expect(try cat("/var/lib/bootstrap/ssh_host_ed25519_key") == values["ssh_host_ed25519_key"] as? String)
         let pub = try cat("/var/lib/bootstrap/ssh_host_ed25519_key.pub")
         #expect((result["known_hosts"] as? String).map { pub.hasPrefix($0.dropFirst("pi-flash ".count)) } == true)
-        #expect(try cat("/var/lib/networkmanager/system-connections.env") == "WIFI_SSID=\"Pi Net\"\nWIFI_PSK=\"correct horse battery\"\n")
+        #expect(try cat("/var/lib/networkmanager/system-connections.env") == "WIFI_PSK=\"correct horse battery\"\nWIFI_SSID=\"Pi Net\"\n", "one line per variable, in name order")
         let fsck = try Shell.run(["e2fsck", "-fn", "\(output)?offset=\(root.offset)"])
         #expect(fsck.status == 0)
     }

@@ -68,8 +68,8 @@ struct HostCreationTests {
             Issue.record("the Wi-Fi file is not an env table: \(withWiFi.files[2].source)")
             return
         }
-        #expect(variables.map(\.name) == [CanonicalLayout.wifiSSIDVariable, CanonicalLayout.wifiPSKVariable])
-        #expect(variables.map(\.secret) == [CanonicalLayout.wifiSSIDSecret, CanonicalLayout.wifiPSKSecret])
+        #expect(variables.map(\.name) == [CanonicalLayout.wifiPSKVariable, CanonicalLayout.wifiSSIDVariable])
+        #expect(variables.map(\.secret) == [CanonicalLayout.wifiPSKSecret, CanonicalLayout.wifiSSIDSecret])
         #expect(withWiFi.image.path == URL(fileURLWithPath: folder + "/../result/sd-image").standardizedFileURL.path
                 || withWiFi.image.path == folder + "/../result/sd-image")
         let without = try HostFile.parse(
