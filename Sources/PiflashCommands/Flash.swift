@@ -51,7 +51,8 @@ struct Flash: AsyncParsableCommand {
             let needsSecrets = hostFile.secrets != nil
             let bootstrap = try hostFile.bootstrap(identities: needsSecrets ? identity.identities() : [])
             let name = hostFile.name
-            let flashTarget = try selectTarget(target, imageSize: source.uncompressedSize, name: name, reporter: reporter)
+            let flashTarget = try selectTarget(target, imageSize: source.uncompressedSize, name: name, json: output.json,
+                                               reporter: reporter)
             job = FlashJob(
                 image: source, target: flashTarget, host: name,
                 injection: bootstrap.files.isEmpty ? nil : .bootstrap(bootstrap.files, root: hostFile.root),
