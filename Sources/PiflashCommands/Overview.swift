@@ -44,13 +44,13 @@ enum Overview {
                 + "make one with `piflash hosts new NAME`.\n"
         }
         var out = "hosts in \(found.directory) (from \(found.origin)):\n"
-        var line = " "
+        var line = ""
         for name in names {
-            if line.count + 2 + name.count > 80, line.count > 1 {
+            if line.count + 2 + name.count > 80, !line.isEmpty {
                 out += line + "\n"
-                line = " "
+                line = ""
             }
-            line += " " + name
+            line += "  " + name
         }
         return out + line + "\n"
     }

@@ -308,7 +308,8 @@ extension DiskDescription {
     /// filesystems, labels and mount points.
     public var summaryLines: [String] {
         var lines = ["Target: \(devnode)"]
-        lines.append("  model:   " + [vendor, model].compactMap { $0 }.joined(separator: " "))
+        let identity = [vendor, model].compactMap { $0 }.filter { !$0.isEmpty }.joined(separator: " ")
+        if !identity.isEmpty { lines.append("  model:   " + identity) }
         if let serial { lines.append("  serial:  \(serial)") }
         lines.append("  size:    \(formatBytes(size)) (\(size) bytes)")
         lines.append("  bus:     \(bus.rawValue)" + (removable ? ", removable" : "") + (readOnly ? ", read-only" : ""))
