@@ -20,7 +20,10 @@ extension Piflash {
             }
             Glibc.exit(0)
         } catch let error as PiflashError {
-            writeAll("piflash: \(error.description)\n", to: STDERR_FILENO)
+            // Ctrl-C at a terminal echoes `^C` without a newline, and a signal may stop a question
+            // mid-line: start the message on a line of its own.
+            let fresh = Interrupts.signal != nil && isatty(STDERR_FILENO) == 1 ? "\n" : ""
+            writeAll(fresh + "piflash: \(error.description)\n", to: STDERR_FILENO)
             Glibc.exit(error.status.rawValue)
         } catch let code as ExitCode {
             Glibc.exit(code.rawValue)

@@ -75,10 +75,7 @@ public final class TerminalPrompt: TargetPrompt {
                 if errno == EINTR { continue }
                 return nil
             }
-            if descriptors[1].revents != 0 {
-                writeAll("\n", to: fd)
-                return nil
-            }
+            if descriptors[1].revents != 0 { return nil }
             let n = read(fd, &byte, 1)
             if n < 0 && errno == EINTR { continue }
             if n <= 0 { return line.isEmpty ? nil : String(decoding: line, as: UTF8.self) }

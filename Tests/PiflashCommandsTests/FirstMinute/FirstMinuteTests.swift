@@ -142,6 +142,21 @@ struct FirstMinuteTerminalTests {
         #expect(session.screen.contains("interrupted by SIGINT while waiting for a card (nothing was written)"), "screen: \(session.screen)")
     }
 
+    @Test("Ctrl-C at the confirmation question stops at once and leaves the card untouched")
+    func ctrlCAtTheQuestion() throws {
+        let scratch = try ScratchDirectory("piflash-fm")
+        let image = try ImageFixture.make(in: scratch)
+        let card = try FirstMinuteCards.attached(in: scratch, size: 96 << 20)
+        let session = try TerminalSession(["write", image, "--device", card.path])
+        try #require(session.waitFor("Type yes to continue"), "screen: \(session.screen)")
+        session.type("\u{03}")
+        let status = session.finish(timeout: 30)
+        #expect(status == 1, "screen: \(session.screen)")
+        #expect(session.screen.contains("\npiflash: interrupted by SIGINT while asking for confirmation (\(card.path) was left untouched)"),
+                "screen: \(session.screen)")
+        #expect(try headIsZeroed(card.path))
+    }
+
     @Test("with --json (a script) on a terminal, no card is an immediate answer, not a wait")
     func scriptsDoNotWait() throws {
         let scratch = try ScratchDirectory("piflash-fm")
