@@ -53,7 +53,8 @@ struct Flash: AsyncParsableCommand {
             if case .dir? = hostFile.secrets { needsIdentities = false }
             let bootstrap = try hostFile.bootstrap(identities: needsIdentities ? identity.identities() : [])
             let name = hostFile.name
-            let flashTarget = try selectTarget(target, imageSize: source.uncompressedSize, name: name, reporter: reporter)
+            let flashTarget = try selectTarget(target, imageSize: source.uncompressedSize, name: name, json: output.json,
+                                               reporter: reporter)
             job = FlashJob(
                 image: source, target: flashTarget, host: name,
                 injection: bootstrap.files.isEmpty ? nil : .bootstrap(bootstrap.files, root: hostFile.root),
