@@ -18,7 +18,9 @@ public struct ReadBackVerifier: Sendable {
         self.depth = depth
     }
 
-    /// Verifies a target against what ``DirectWriter`` wrote.
+    /// Verifies a target against what ``DirectWriter`` wrote, except its head: that is still held
+    /// in memory (``WriteOutcome/head``) and stands in for the target's first MiB here;
+    /// ``DirectWriter/commitHead(_:to:)`` reads it back after writing it.
     ///
     /// - Parameters:
     ///   - target: the device or file, open for reading (ideally `O_DIRECT`).
@@ -37,9 +39,21 @@ public struct ReadBackVerifier: Sendable {
         var mismatch: (index: Int, data: [UInt8])?
         try ChunkReader(depth: depth, chunkSize: written.chunkSize, sector: target.logicalSectorSize())
             .read(target.descriptor, path: path, length: written.bytes) { index, data in
-                hasher.update(data)
-                if crc32(0, data) != written.chunkCRCs[index] {
-                    mismatch = (index, Array(data))
+                // The head is not on the target yet: the image's own head, held in memory, stands in for it.
+                let held = index == 0 ? min(written.head.count, data.count) : 0
+                var crc: UInt32 = 0
+                if held > 0 {
+                    written.head.withUnsafeBytes { head in
+                        let part = UnsafeRawBufferPointer(rebasing: head[0..<held])
+                        hasher.update(part)
+                        crc = crc32(0, part)
+                    }
+                }
+                let rest = UnsafeRawBufferPointer(rebasing: data[held...])
+                hasher.update(rest)
+                crc = crc32(crc, rest)
+                if crc != written.chunkCRCs[index] {
+                    mismatch = (index, Array(written.head.prefix(held)) + Array(rest))
                     return false
                 }
                 done += UInt64(data.count)

@@ -13,8 +13,10 @@ final class HostFixture {
     /// A Wi-Fi password that must arrive literally: a `$`, spaces, a `#` and quotes.
     let psk = #"pa$$ word "with" #spaces ${not_a_var}"#
 
+    /// - Parameter dirSecrets: the secrets as a plain `dir` of files (keys `ssh_host_ed25519_key`,
+    ///   `wifi_ssid`, `wifi_psk`) instead of an age file: no age identity is involved at all.
     init(name: String = "bastet", compression: String = "zst", extraMiB: Int = 16, root: String = "",
-         extraFiles: String = "") throws {
+         extraFiles: String = "", dirSecrets: Bool = false) throws {
         scratch = try ScratchDirectory("piflash-test-host")
         self.name = name
         hostsDirectory = scratch.file("hosts")
@@ -27,7 +29,13 @@ final class HostFixture {
         let key = try String(contentsOfFile: hostKeyFile, encoding: .utf8)
         let indentedKey = key.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n")
         let yaml = "ssh_host_ed25519_key: |\n\(indentedKey)\nwifi:\n  ssid: \"Pi Net\"\n  psk: '\(psk.replacingOccurrences(of: "'", with: "''"))'\nbig: \"\(String(repeating: "x", count: 64))\"\n"
-        try Shell.run(["age", "-r", recipient, "-o", "\(hostsDirectory)/secrets/\(name).yaml.age"], input: yaml)
+        if dirSecrets {
+            let folder = "\(hostsDirectory)/secrets/\(name)"
+            try Shell.sh("mkdir -p '\(folder)' && cp '\(hostKeyFile)' '\(folder)/ssh_host_ed25519_key' && printf 'Pi Net' > '\(folder)/wifi_ssid'")
+            try psk.write(toFile: "\(folder)/wifi_psk", atomically: true, encoding: .utf8)
+        } else {
+            try Shell.run(["age", "-r", recipient, "-o", "\(hostsDirectory)/secrets/\(name).yaml.age"], input: yaml)
+        }
         rawImage = scratch.file("result/nixos-image-sd-card-25.05-aarch64-linux.img")
         try Shell.sh("'\(Shell.packageRoot)/scripts/mk-nixos-like-image' '\(rawImage)' --extra-mib \(extraMiB) >/dev/null")
         image = try ImageFixture.compress(rawImage, compression)
@@ -38,9 +46,9 @@ final class HostFixture {
             path = "../result/\((image as NSString).lastPathComponent)"
             \(root)
             [secrets]
-            age = "secrets/\(name).yaml.age"
+            \(dirSecrets ? "dir = \"secrets/\(name)\"" : "age = \"secrets/\(name).yaml.age\"")
 
-            \(HostFileText.canonicalFiles(wifiTemplate: "WIFI_SSID=${wifi.ssid}\\nWIFI_PSK=${wifi.psk}\\n"))
+            \(HostFileText.canonicalFiles(wifiTemplate: dirSecrets ? "WIFI_SSID=${wifi_ssid}\\nWIFI_PSK=${wifi_psk}\\n" : "WIFI_SSID=${wifi.ssid}\\nWIFI_PSK=${wifi.psk}\\n"))
             \(extraFiles)
             [check]
             address = "\(name).local"
