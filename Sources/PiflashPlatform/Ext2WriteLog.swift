@@ -17,6 +17,11 @@ public final class Ext2WriteLog {
         writes.append((offset, bytes))
     }
 
+    /// Records a write as the I/O manager would (for tests of the merge).
+    public func recordForTesting(offset: UInt64, bytes: [UInt8]) {
+        writes.append((offset, bytes))
+    }
+
     /// How many writes were recorded.
     public var count: Int { writes.count }
 

@@ -10,6 +10,11 @@ public struct CardMapMismatch: Sendable, Equatable {
     public var offset: UInt64
     /// Whether it lies in an injected block (checked against its digest) rather than in the image.
     public var inInjectedBlock: Bool
+
+    public init(offset: UInt64, inInjectedBlock: Bool) {
+        self.offset = offset
+        self.inInjectedBlock = inInjectedBlock
+    }
 }
 
 /// Checks a provisioned card against its map (SPEC `verify --host`): every image byte outside the

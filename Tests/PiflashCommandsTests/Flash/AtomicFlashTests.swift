@@ -156,7 +156,7 @@ struct AtomicFlashTests {
         _ = try Shell.run(["blockdev", "--flushbufs", device])
     }
 
-    @Test("a dir-secrets host flashes with no age key anywhere, and verifies with plain digests")
+    @Test("a dir-secrets host flashes, verifies and prints its known_hosts line with no age key anywhere")
     func dirSecretsNeedNoAgeKey() throws {
         let host = try HostFixture(dirSecrets: true)
         let card = try CandidateCard(scratch: host.scratch, size: 96 << 20)
