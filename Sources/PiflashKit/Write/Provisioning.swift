@@ -65,7 +65,7 @@ extension Injection {
             _ = try Ext4Patcher.inject(files, into: partition, on: target.path, writeLog: log, reporter: reporter)
             reporter.begin("check-files", total: nil)
             let started = monotonicSeconds()
-            let verified = try InjectionVerifier.verify(files, root: partition, on: target.path)
+            let verified = try InjectionVerifier.verify(files, root: partition, on: target.path, descriptor: target.descriptor)
             let blocks = try InjectedBlocks.readBack(
                 log.ranges, root: partition, descriptor: target.descriptor, path: target.path, key: digestKey)
             reporter.end("check-files", bytes: UInt64(files.reduce(0) { $0 + $1.content.count }), seconds: monotonicSeconds() - started)
