@@ -19,8 +19,8 @@ public struct CardMapMismatch: Sendable, Equatable {
 
 /// Checks a provisioned card against its map (SPEC `verify --host`): every image byte outside the
 /// injected blocks against the image, and every injected block against its recorded digest — the
-/// head included. Reads the card with `O_DIRECT` after dropping its caches; the image is
-/// decompressed on a worker thread, both through bounded rings.
+/// head included. Reads the card with `O_DIRECT` after dropping its caches alongside the image,
+/// through the same stream as `verify IMAGE` (``ImageComparer``).
 public struct CardMapVerifier: Sendable {
     public var chunkSize: Int
     public var depth: Int
@@ -53,82 +53,24 @@ public struct CardMapVerifier: Sendable {
         if blocks.contains(where: \.keyed) && key == nil {
             throw PiflashError.usage("the record's injected blocks have keyed digests, but no digest key was derived from the host's secrets")
         }
-        try target.dropCaches()
-        let started = monotonicSeconds()
-        let path = target.path
-        let fd = target.descriptor
-        let sector = target.logicalSectorSize()
-        let deviceSize = try target.size()
-        let total = image.uncompressedSize
-        reporter.begin("verify", total: total)
-        let source = try image.open()
-        let free = Channel<AlignedBuffer>(capacity: depth)
-        let filled = Channel<AlignedBuffer>(capacity: depth)
-        for _ in 0..<depth { free.send(AlignedBuffer(count: chunkSize)) }
-        let failure = Locked<PiflashError?>(nil)
-        let digest = Locked<[UInt8]>([])
-        let producer = WorkerThread {
-            var hasher = StreamHasher()
-            do {
-                while let buffer = free.receive() {
-                    let n = try source.read(into: buffer.bytes)
-                    if n == 0 { break }
-                    buffer.used = n
-                    hasher.update(buffer.filled)
-                    guard filled.send(buffer) else { return }
-                }
-                digest.withLock { $0 = hasher.finalize() }
-                filled.close()
-            } catch {
-                failure.withLock { $0 = error as? PiflashError ?? PiflashError.failure("\(error)") }
-                filled.close()
-            }
-        }
-        let device = AlignedBuffer(count: chunkSize)
-        var offset: UInt64 = 0
         var mismatch: CardMapMismatch?
         var blockIndex = 0
         var pending: [UInt8] = []
-        do {
-            while let buffer = filled.receive() {
-                try Interrupts.check("verifying \(path) at byte \(offset)")
-                let want = buffer.used
-                if mismatch == nil {
-                    if offset + UInt64(want) > deviceSize {
-                        throw PiflashError.verification(
-                            "the card (\(deviceSize) bytes) is smaller than the image: it ends at byte \(deviceSize)",
-                            path: path, offset: deviceSize)
-                    }
-                    let padded = (want + sector - 1) / sector * sector
-                    let got = try DeviceFile.read(fd, into: UnsafeMutableRawBufferPointer(rebasing: device.bytes[0..<padded]),
-                                                  at: offset, path: path)
-                    if got < want {
-                        mismatch = CardMapMismatch(offset: offset + UInt64(got), inInjectedBlock: false)
-                    } else {
-                        mismatch = compare(
-                            device: UnsafeRawBufferPointer(rebasing: device.bytes[0..<want]), image: buffer.filled,
-                            at: offset, blocks: blocks, blockIndex: &blockIndex, pending: &pending, key: key)
-                    }
+        let streamed = try ImageAndCardStream(depth: depth, chunkSize: chunkSize)
+            .run(image, target: target, reporter: reporter) { offset, imageBytes, card in
+                if card.count < imageBytes.count {
+                    mismatch = CardMapMismatch(offset: offset + UInt64(card.count), inInjectedBlock: false)
+                    return false
                 }
-                offset += UInt64(want)
-                reporter.progress("verify", done: offset, total: total)
-                free.send(buffer)
+                mismatch = compare(device: card, image: imageBytes, at: offset, blocks: blocks, blockIndex: &blockIndex,
+                                   pending: &pending, key: key)
+                return mismatch == nil
             }
-        } catch {
-            free.close()
-            filled.close()
-            producer.join()
-            throw error
-        }
-        producer.join()
-        if let error = failure.withLock({ $0 }) { throw error }
         if mismatch == nil, blockIndex < blocks.count {
             // A block past the image's end: the record does not fit this image.
             mismatch = CardMapMismatch(offset: blocks[blockIndex].offset, inInjectedBlock: true)
         }
-        let seconds = monotonicSeconds() - started
-        reporter.end("verify", bytes: offset, seconds: seconds)
-        return Outcome(imageSHA256: digest.withLock { $0 }, bytes: offset, mismatch: mismatch, seconds: seconds)
+        return Outcome(imageSHA256: streamed.sha256, bytes: streamed.bytes, mismatch: mismatch, seconds: streamed.seconds)
     }
 
     /// Compares one chunk at `start`: bytes outside the blocks byte for byte, bytes inside them
