@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/mman.h>
 #include <linux/fs.h>
 #include <scsi/sg.h>
 
@@ -22,6 +23,8 @@ const int piflash_O_DIRECT = O_DIRECT;
 int piflash_ioctl_u64(int fd, unsigned long request, uint64_t *out) { return ioctl(fd, request, out); }
 int piflash_ioctl_int(int fd, unsigned long request, int *out) { return ioctl(fd, request, out); }
 int piflash_ioctl_none(int fd, unsigned long request) { return ioctl(fd, request, 0); }
+
+int piflash_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 
 io_manager piflash_unix_io_manager(void) { return unix_io_manager; }
 

@@ -169,14 +169,7 @@ struct Check: AsyncParsableCommand {
         guard let hostFile else {
             preconditionFailure("a host file is loaded unless --pinned-key is given")
         }
-        let identities: [AgeIdentity]
-        switch hostFile.secrets {
-        case .sops?, .age?:
-            identities = try ageIdentity.identities()
-        case .dir?, nil:
-            identities = []
-        }
-        let secrets = try HostSecrets.load(for: hostFile, identities: identities)
+        let secrets = try HostSecrets.load(for: hostFile, identities: { try ageIdentity.identities() })
         guard let key = try hostFile.pinnedHostKey(secrets: secrets) else {
             throw PiflashError.usage(
                 "\(hostFile.name) pins no SSH host key: its host file has no `public_key_of` file and its secrets no `ssh_host_ed25519_key`",

@@ -12,9 +12,14 @@ struct Flash: AsyncParsableCommand {
             Resolves hosts/HOST.toml (see piflash-hosts(5)), runs its image build if it has one, decrypts its \
             secrets here (SOPS or age; never written anywhere but the card) and renders every bootstrap file \
             before any card is touched. Then writes the image to the card (or --output file), reads it back, \
-            injects the files into the ext4 root partition found on the card itself, reads them back from a fresh \
-            direct-I/O open, checks the filesystem with e2fsck -fn, ejects the card and records the attempt in \
-            the journal. Prints the known_hosts line of the pinned SSH host key. `piflash HOST` is short for this.
+            injects the files into the ext4 root partition found from the image's own partition table, reads \
+            them (and every block the injection wrote) back from a fresh direct-I/O open, checks the filesystem \
+            with e2fsck -fn, and only then writes the card's first MiB (its partition table) and reads it back: \
+            a card carries a valid partition table only if every phase passed, so an interrupted, failed or \
+            pulled card never looks valid (an --output file is removed on failure). Ejects the card and records \
+            the attempt in the journal, with the map of the blocks the injection wrote (for `piflash verify \
+            --host`). A `dir`-secrets host needs no age key. Prints the known_hosts line of the pinned SSH host \
+            key. `piflash HOST` is short for this.
             """
     )
 
@@ -43,22 +48,17 @@ struct Flash: AsyncParsableCommand {
         let job: FlashJob
         let hostFile: HostFile
         do {
+            // Every host-file rule was checked when it loaded: nothing below touches a card until the
+            // image is open and every file is rendered.
             hostFile = try hosts.catalog().load(host)
             for warning in hostFile.warnings { reporter.warning(warning) }
-            // Everything that can fail without a card fails here, before any card is touched.
-            let imagePath = try image ?? hostFile.imagePath(runBuild: !noBuild, reporter: reporter)
-            let source = try ImageSource(path: imagePath, expectedSHA256: image == nil ? hostFile.image.sha256 : nil)
-            // Plain `dir` secrets need no age identity (as in the station).
-            var needsIdentities = hostFile.secrets != nil
-            if case .dir? = hostFile.secrets { needsIdentities = false }
-            let bootstrap = try hostFile.bootstrap(identities: needsIdentities ? identity.identities() : [])
-            let name = hostFile.name
-            let flashTarget = try selectTarget(target, imageSize: source.uncompressedSize, name: name, json: output.json,
-                                               reporter: reporter)
-            job = FlashJob(
-                image: source, target: flashTarget, host: name,
-                injection: bootstrap.files.isEmpty ? nil : .bootstrap(bootstrap.files, root: hostFile.root),
-                hostKeyFingerprint: bootstrap.hostKey?.fingerprint, knownHostsLine: bootstrap.knownHostsLine)
+            let preparation = try FlashPreparation.prepare(
+                host: hostFile, imagePath: image, runBuild: !noBuild, identities: { try identity.identities() },
+                reporter: reporter)
+            let flashTarget = try selectTarget(
+                target, imageSize: preparation.image.uncompressedSize, name: hostFile.name, json: output.json,
+                reporter: reporter)
+            job = preparation.job(target: flashTarget)
         } catch let error as PiflashError {
             try failEarly(error, json: output.json, host: host, image: image, device: target.device, output: target.output)
         }

@@ -87,12 +87,11 @@ struct HostsList: AsyncParsableCommand {
                 var summary = "\(host.files.count) file\(host.files.count == 1 ? "" : "s")"
                 var rendered = false
                 var fingerprint: String?
-                switch host.secrets {
-                case .dir?, nil:
-                    let bootstrap = try host.bootstrap(identities: [])
+                if !host.needsAgeIdentities {
+                    let bootstrap = try host.bootstrap(secrets: HostSecrets.load(for: host, identities: { [] }))
                     rendered = true
                     fingerprint = bootstrap.hostKey?.fingerprint
-                case .sops?, .age?:
+                } else {
                     if identities == nil && identityError == nil && age.anySourceAvailable {
                         do {
                             identities = try age.identities()

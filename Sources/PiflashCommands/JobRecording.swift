@@ -38,6 +38,7 @@ func runRecorded(
     entry.writeRate = result.writeRate
     entry.verifyRate = result.verifyRate
     entry.files = result.files
+    entry.injectedBlocks = result.injectedBlocks
     entry.hostKeyFingerprint = result.hostKeyFingerprint
     entry.ok = result.ok
     entry.error = result.error

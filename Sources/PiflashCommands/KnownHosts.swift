@@ -33,13 +33,7 @@ struct KnownHosts: AsyncParsableCommand {
     func run() async throws {
         let file = try hosts.catalog().load(host)
         for warning in file.warnings { writeAll("warning: \(warning)\n", to: STDERR_FILENO) }
-        let needsIdentities: Bool
-        switch file.secrets {
-        case .sops?, .age?: needsIdentities = true
-        default: needsIdentities = false
-        }
-        let identities = needsIdentities ? try age.identities() : []
-        let secrets = try HostSecrets.load(for: file, identities: identities)
+        let secrets = try HostSecrets.load(for: file, identities: { try age.identities() })
         guard let key = try file.pinnedHostKey(secrets: secrets) else {
             throw PiflashError.usage(
                 "\(file.filePath) pins no SSH host key: it has no `public_key_of` file and its secrets have no `ssh_host_ed25519_key`",

@@ -10,7 +10,8 @@ struct Write: AsyncParsableCommand {
         discussion: """
             IMAGE is a raw, zstd, xz or gzip image (told by its magic bytes), or a folder holding exactly one \
             *.img[.zst|.xz|.gz] (a NixOS build result works). The card must pass the safety policy \
-            (see `piflash devices --all`). Its partition tables (the first 64 KiB) are zeroed first and the first MiB is written last, so an interrupted \
+            (see `piflash devices --all`). Its partition tables (the first 64 KiB) are zeroed first and the first MiB is written last, \
+            after the read-back passed: a card carries a valid partition table only if every phase passed, so an interrupted \
             card never looks valid. Without --device or --output the card is found as for `piflash flash`: \
             the only candidate, one inserted within --wait seconds, or the one you choose. The expected SHA-256 of the uncompressed image comes from --sha256, else \
             from IMAGE.sha256 or SHA256SUMS beside it (those may also name the compressed file).
@@ -42,7 +43,7 @@ struct Write: AsyncParsableCommand {
         } catch let error as PiflashError {
             try failEarly(error, json: output.json, image: image, device: target.device, output: target.output)
         }
-        let job = FlashJob(image: source, target: flashTarget)
+        let job = FlashPreparation(image: source).job(target: flashTarget)
         let result = runRecorded(job, command: "write", journalPath: journal, reporter: reporter)
         try finish(result, json: output.json)
     }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CBlkid
+import CPiflashShim
 
 /// What libblkid found in a superblock: the filesystem type, label and UUID.
 public struct ProbedFilesystem: Sendable, Equatable {
@@ -88,6 +89,71 @@ public struct PartitionTable: Sendable, Equatable {
     ///   not exist), exit 1 when reading fails.
     public static func read(from path: String) throws -> PartitionTable {
         let probe = try BlkidProbe(path: path)
+        let (tableType, tableID, partitions) = try readTable(probe, path: path)
+        // Probe each partition's filesystem through one descriptor of the whole disk.
+        let fd = try retryingEINTR("open", path: path) { open(path, O_RDONLY | O_CLOEXEC) }
+        defer { close(fd) }
+        var entries = partitions
+        for index in entries.indices where entries[index].size > 0 {
+            entries[index].filesystem = try probeFilesystem(
+                fd: fd, offset: entries[index].offset, size: entries[index].size, path: path)
+        }
+        return PartitionTable(type: tableType, id: tableID, partitions: entries)
+    }
+
+    /// Reads the partition table from a disk's first bytes held in memory (the head a flash keeps
+    /// back until every other phase passed, so the card itself has no table yet), then probes each
+    /// partition's filesystem on the card through the open descriptor `fd`.
+    ///
+    /// The head goes into an anonymous memory file (`memfd_create`, sized like the disk and
+    /// sparse beyond the head) that libblkid reads as the disk (`blkid_probe_set_device`).
+    ///
+    /// - Parameters:
+    ///   - head: the disk's first bytes (at least the partition tables: 64 KiB covers MBR and GPT).
+    ///   - diskSize: the disk's (or the image's) size, for a GPT's last-LBA checks.
+    ///   - fd: the card or image file, open for reading.
+    ///   - path: for messages.
+    /// - Throws: as ``read(from:)``.
+    public static func read(head: UnsafeRawBufferPointer, diskSize: UInt64, fd: Int32, path: String) throws -> PartitionTable {
+        let memory = try retryingEINTR("memfd_create", path: path) { piflash_memfd("piflash-head") }
+        defer { close(memory) }
+        try retryingEINTR("ftruncate", path: path) { ftruncate(memory, off_t(max(diskSize, UInt64(head.count)))) }
+        var done = 0
+        while done < head.count {
+            let n = pwrite(memory, head.baseAddress! + done, head.count - done, off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw PiflashError.system("pwrite", errno: errno, path: path, what: "cannot hold the partition table in memory")
+            }
+            done += n
+        }
+        let probe = try BlkidProbe(fd: memory, offset: 0, size: max(diskSize, UInt64(head.count)), path: path)
+        let (tableType, tableID, partitions) = try readTable(probe, path: path)
+        var entries = partitions
+        // libblkid reads with unaligned buffers: the borrowed descriptor does buffered I/O meanwhile.
+        try withoutDirectIO(fd, path: path) {
+            for index in entries.indices where entries[index].size > 0 {
+                entries[index].filesystem = try probeFilesystem(
+                    fd: fd, offset: entries[index].offset, size: entries[index].size, path: path)
+            }
+        }
+        return PartitionTable(type: tableType, id: tableID, partitions: entries)
+    }
+
+    /// Runs `body` with `O_DIRECT` cleared on `fd` (`fcntl(F_SETFL)`), restoring the flags after.
+    static func withoutDirectIO<T>(_ fd: Int32, path: String, _ body: () throws -> T) throws -> T {
+        let flags = fcntl(fd, F_GETFL)
+        guard flags >= 0 else { throw PiflashError.system("fcntl(F_GETFL)", errno: errno, path: path) }
+        guard flags & piflash_O_DIRECT != 0 else { return try body() }
+        guard fcntl(fd, F_SETFL, flags & ~piflash_O_DIRECT) == 0 else {
+            throw PiflashError.system("fcntl(F_SETFL)", errno: errno, path: path)
+        }
+        defer { _ = fcntl(fd, F_SETFL, flags) }
+        return try body()
+    }
+
+    /// The table type, its id and its partitions (without filesystems) as `probe` reads them.
+    private static func readTable(_ probe: BlkidProbe, path: String) throws -> (String, String?, [PartitionEntry]) {
         errno = 0
         try probe.check(blkid_probe_enable_partitions(probe.handle, 1), "blkid_probe_enable_partitions")
         try probe.check(
@@ -127,15 +193,7 @@ public struct PartitionTable: Sendable, Equatable {
                     uuid: blkidString(blkid_partition_get_uuid(partition)),
                     filesystem: nil))
         }
-
-        // Probe each partition's filesystem through one descriptor of the whole disk.
-        let fd = try retryingEINTR("open", path: path) { open(path, O_RDONLY | O_CLOEXEC) }
-        defer { close(fd) }
-        for index in entries.indices where entries[index].size > 0 {
-            entries[index].filesystem = try probeFilesystem(
-                fd: fd, offset: entries[index].offset, size: entries[index].size, path: path)
-        }
-        return PartitionTable(type: tableType, id: tableID, partitions: entries)
+        return (tableType, tableID, entries)
     }
 
     /// Probes the filesystem in `[offset, offset + size)` of an open file (`blkid_do_safeprobe`

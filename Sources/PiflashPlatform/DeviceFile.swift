@@ -162,6 +162,17 @@ public struct DeviceFile: ~Copyable {
     /// Drops the kernel's cached pages of this device or file, so the next read comes from the
     /// medium: `BLKFLSBUF` for a block device, `posix_fadvise(DONTNEED)` for a file.
     public func dropCaches() throws {
+        try Self.dropCaches(descriptor, path: path, isBlockDevice: isBlockDevice)
+    }
+
+    /// ``dropCaches()`` on a borrowed descriptor (the flash job's handle, lent to a step).
+    public static func dropCaches(_ descriptor: Int32, path: String) throws {
+        var info = stat()
+        try retryingEINTR("fstat", path: path) { fstat(descriptor, &info) }
+        try dropCaches(descriptor, path: path, isBlockDevice: (info.st_mode & S_IFMT) == S_IFBLK)
+    }
+
+    private static func dropCaches(_ descriptor: Int32, path: String, isBlockDevice: Bool) throws {
         if isBlockDevice {
             try retryingEINTR("ioctl(BLKFLSBUF)", path: path) { piflash_ioctl_none(descriptor, piflash_BLKFLSBUF) }
         } else {

@@ -64,6 +64,8 @@ public final class Ext2Filesystem {
     public static let rootInode: Ext2InodeNumber = 2
 
     private var handle: ext2_filsys?
+    /// The log receiving this filesystem's writes, kept alive while the channel may call it.
+    private let writeLog: Ext2WriteLog?
     /// The device or image file.
     public let path: String
     /// The byte offset of the filesystem inside ``path``.
@@ -71,8 +73,9 @@ public final class Ext2Filesystem {
     /// How it was opened.
     public let access: Access
 
-    private init(handle: ext2_filsys, path: String, offset: UInt64, access: Access) {
+    private init(handle: ext2_filsys, path: String, offset: UInt64, access: Access, writeLog: Ext2WriteLog?) {
         self.handle = handle
+        self.writeLog = writeLog
         self.path = path
         self.offset = offset
         self.access = access
@@ -82,9 +85,13 @@ public final class Ext2Filesystem {
     /// `offset=N` and the unix I/O manager); for ``Access/readWrite`` also reads the block and inode
     /// bitmaps (`ext2fs_read_bitmaps`).
     ///
+    /// With a `writeLog`, the filesystem is opened through piflash's recording I/O manager (a thin
+    /// layer over the unix one, `piflash_recording_io_manager`): every block libext2fs writes,
+    /// until ``close()`` has flushed, is reported to the log with its bytes.
+    ///
     /// - Throws: ``PiflashError``: exit 2 when there is no ext2/3/4 filesystem there or it has
     ///   features this libext2fs cannot write; exit 1 for I/O errors.
-    public static func open(path: String, offset: UInt64, access: Access) throws -> Ext2Filesystem {
+    public static func open(path: String, offset: UInt64, access: Access, writeLog: Ext2WriteLog? = nil) throws -> Ext2Filesystem {
         registerExt2ErrorTable()
         var flags = Int32(EXT2_FLAG_64BITS)
         switch access {
@@ -93,7 +100,19 @@ public final class Ext2Filesystem {
         case .readOnlyDirect: flags |= Int32(EXT2_FLAG_DIRECT_IO)
         }
         var fs: ext2_filsys?
-        let code = ext2fs_open2(path, "offset=\(offset)", flags, 0, 0, piflash_unix_io_manager(), &fs)
+        let manager: io_manager
+        if let writeLog {
+            manager = piflash_recording_io_manager()
+            piflash_recording_io_arm({ context, offset, length, data in
+                Unmanaged<Ext2WriteLog>.fromOpaque(context!).takeUnretainedValue()
+                    .record(offset: offset, length: length, data: data)
+            }, Unmanaged.passUnretained(writeLog).toOpaque())
+        } else {
+            manager = piflash_unix_io_manager()
+        }
+        let code = ext2fs_open2(path, "offset=\(offset)", flags, 0, 0, manager, &fs)
+        // A failed open may not have reached the manager: never leave the recorder armed.
+        piflash_recording_io_arm(nil, nil)
         guard code == 0, let fs else {
             let notExt = [EXT2_ET_BAD_MAGIC, EXT2_ET_UNSUPP_FEATURE, EXT2_ET_RO_UNSUPP_FEATURE, EXT2_ET_CORRUPT_SUPERBLOCK]
                 .contains(Int(code))
@@ -101,7 +120,7 @@ public final class Ext2Filesystem {
                 code, "ext2fs_open2", "cannot open the ext4 filesystem at byte \(offset)", path: path, offset: offset,
                 status: notExt ? .usage : .failure)
         }
-        let filesystem = Ext2Filesystem(handle: fs, path: path, offset: offset, access: access)
+        let filesystem = Ext2Filesystem(handle: fs, path: path, offset: offset, access: access, writeLog: writeLog)
         if access == .readWrite {
             try ext2Check(
                 ext2fs_read_bitmaps(fs), "ext2fs_read_bitmaps", "cannot read the allocation bitmaps", path: path,
@@ -113,9 +132,9 @@ public final class Ext2Filesystem {
     /// Opens the filesystem, runs `body`, and closes it with ``close()`` (flushing, and throwing a
     /// flush error) whether or not `body` threw; `body`'s error wins.
     public static func withFilesystem<T>(
-        path: String, offset: UInt64, access: Access, _ body: (Ext2Filesystem) throws -> T
+        path: String, offset: UInt64, access: Access, writeLog: Ext2WriteLog? = nil, _ body: (Ext2Filesystem) throws -> T
     ) throws -> T {
-        let fs = try open(path: path, offset: offset, access: access)
+        let fs = try open(path: path, offset: offset, access: access, writeLog: writeLog)
         let result: T
         do {
             result = try body(fs)

@@ -23,8 +23,21 @@ int piflash_ioctl_int(int fd, unsigned long request, int *out);
 /// `ioctl(fd, request, 0)` for requests without an argument.
 int piflash_ioctl_none(int fd, unsigned long request);
 
+/// `memfd_create(name, MFD_CLOEXEC)`: an anonymous memory file (needs _GNU_SOURCE in C).
+int piflash_memfd(const char *name);
+
 /// libext2fs' `unix_io_manager`, a mutable global that Swift 6 strict concurrency refuses.
 io_manager piflash_unix_io_manager(void);
+
+/// Receives each write of the recording I/O manager: `offset` and `length` in bytes relative to
+/// the channel (the filesystem's start), `data` the bytes written (NULL for a range zeroed out).
+typedef void (*piflash_write_recorder)(void *context, unsigned long long offset, unsigned long long length,
+                                       const void *data);
+/// An I/O manager that forwards to `unix_io_manager` and reports every write to a recorder.
+io_manager piflash_recording_io_manager(void);
+/// Arms the recorder for the next channel this thread opens with ``piflash_recording_io_manager``
+/// (call right before `ext2fs_open2`; the open takes and clears it).
+void piflash_recording_io_arm(piflash_write_recorder recorder, void *context);
 
 /// Ejects the medium of a SCSI disk (USB card readers are SCSI disks) through SG_IO:
 /// PREVENT ALLOW MEDIUM REMOVAL (allow), then START STOP UNIT with LOEJ=1, START=0.

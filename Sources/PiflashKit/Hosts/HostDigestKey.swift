@@ -12,6 +12,11 @@ extension HostFile {
     ///
     /// - Returns: nil when the files use no secret (then no recorded digest is keyed).
     public func digestKey(secrets: SecretValues) -> DigestKey? {
-        DigestKey(secrets: secrets, names: files.flatMap(\.source.secretNames))
+        DigestKey(secrets: secrets, names: usedSecretNames)
+    }
+
+    /// The names of the secrets this host's `[[files]]` are made from, sorted, each once.
+    public var usedSecretNames: [String] {
+        Array(Set(files.flatMap { $0.source.secretNames })).sorted()
     }
 }

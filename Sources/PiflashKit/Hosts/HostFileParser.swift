@@ -241,6 +241,7 @@ struct HostFileReader {
             throw fail("`files` must be an array of tables ([[files]]), not a \(value.type)")
         }
         var entries: [HostFile.FileEntry] = []
+        var paths: [InjectionPath] = []
         var seen: [String: Int] = [:]
         for (index, element) in array.enumerated() {
             let number = index + 1
@@ -249,11 +250,16 @@ struct HostFileReader {
             try checkKeys(file, table: "[[files]]", entry: number)
             guard let pathValue = file["path"] else { throw fail("\(place) has no `path`") }
             let path = try string(pathValue, key: "path", table: place)
-            try validateInjectedPath(path, place: place)
+            paths.append(try validateInjectedPath(path, place: place))
             if let earlier = seen[path] {
                 throw fail("\(place) writes \(path) again (entry #\(earlier) already does)")
             }
             seen[path] = number
+            if let conflict = InjectionPath.conflict(among: paths) {
+                throw fail(
+                    "\(place): \(conflict.reason) (entries #\(seen[conflict.first.text] ?? 0) and #\(number))",
+                    hint: "a file's path cannot be the directory of another file")
+            }
 
             let source = try readFileSource(file, place: place, path: path)
             if secrets == nil && !source.secretNames.isEmpty {
@@ -338,34 +344,22 @@ struct HostFileReader {
         return .environment(variables)
     }
 
-    /// Absolute, canonical (no `.`, `..` or empty components), not under /nix/store; a warning
-    /// for /etc. Symlinked parents are checked on the card itself.
-    mutating func validateInjectedPath(_ path: String, place: String) throws {
-        guard path.hasPrefix("/") else {
-            throw fail("`path = \"\(path)\"` in \(place) is relative: files are placed by absolute path in the image",
-                hint: "e.g. path = \"/var/lib/bootstrap/ssh_host_ed25519_key\"")
+    /// Checks a `[[files]]` path with ``InjectionPath`` (the one path type the patcher and the
+    /// verifier use too); a warning for /etc. Symlinked parents are checked on the card itself.
+    mutating func validateInjectedPath(_ path: String, place: String) throws -> InjectionPath {
+        let checked: InjectionPath
+        do {
+            checked = try InjectionPath(path)
+        } catch {
+            throw fail("`path = \"\(path)\"` in \(place) is refused: \(error.reason)",
+                       hint: "e.g. path = \"/var/lib/bootstrap/ssh_host_ed25519_key\"")
         }
-        let components = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
-        if components.contains("..") {
-            throw fail("`path = \"\(path)\"` in \(place) contains `..`: give the real path")
-        }
-        if path == "/" || path.hasSuffix("/") {
-            throw fail("`path = \"\(path)\"` in \(place) names a directory, not a file")
-        }
-        if components.contains(".") || components.contains("") {
-            throw fail("`path = \"\(path)\"` in \(place) is not canonical (`.` or `//`): write it plainly")
-        }
-        if path.utf8.contains(0) { throw fail("`path` in \(place) contains a NUL byte") }
-        if path == "/nix/store" || path.hasPrefix("/nix/store/") || path == "/nix" {
-            throw fail(
-                "`path = \"\(path)\"` in \(place) is under /nix/store, which is immutable and checked by Nix",
-                hint: "put bootstrap files under /var/lib")
-        }
-        if path.hasPrefix("/etc/") {
+        if checked.isUnderEtc {
             warnings.append(
                 "\(self.path): \(path) is under /etc, which NixOS regenerates on activation; "
                     + "the file may vanish at first boot — put bootstrap state under /var/lib")
         }
+        return checked
     }
 
     func readCheck(_ value: TOMLValueConvertible?) throws -> HostFile.CheckSection? {

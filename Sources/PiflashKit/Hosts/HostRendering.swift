@@ -30,11 +30,14 @@ public struct HostBootstrap: Sendable {
     public var hostKey: OpenSSHPublicKey?
     /// `names ssh-ed25519 AAAA…` for `~/.ssh/known_hosts`, when a host key is pinned.
     public var knownHostsLine: String?
+    /// The key of the keyed digests of what the injection writes (``HostFile/digestKey(secrets:)``).
+    public var digestKey: DigestKey?
 
-    public init(files: [BootstrapFile], hostKey: OpenSSHPublicKey?, knownHostsLine: String?) {
+    public init(files: [BootstrapFile], hostKey: OpenSSHPublicKey?, knownHostsLine: String?, digestKey: DigestKey? = nil) {
         self.files = files
         self.hostKey = hostKey
         self.knownHostsLine = knownHostsLine
+        self.digestKey = digestKey
     }
 }
 
@@ -173,7 +176,7 @@ extension HostFile {
     ///
     /// - Throws: ``PiflashError`` from decryption (exit 1) or rendering (exit 2).
     public func bootstrap(identities: [AgeIdentity]) throws -> HostBootstrap {
-        let secrets = try HostSecrets.load(for: self, identities: identities)
+        let secrets = try HostSecrets.load(for: self, identities: { identities })
         return try bootstrap(secrets: secrets)
     }
 
@@ -184,6 +187,8 @@ extension HostFile {
         let files = try render(secrets: secrets)
         try checkWiFiValues(secrets: secrets)
         let key = try pinnedHostKey(secrets: secrets)
-        return HostBootstrap(files: files, hostKey: key, knownHostsLine: key.map { knownHostsLine(key: $0) })
+        return HostBootstrap(
+            files: files, hostKey: key, knownHostsLine: key.map { knownHostsLine(key: $0) },
+            digestKey: digestKey(secrets: secrets))
     }
 }

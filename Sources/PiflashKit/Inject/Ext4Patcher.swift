@@ -21,6 +21,9 @@ public enum Ext4Patcher {
     ///
     /// Nothing else in the filesystem is touched. Paths under `/etc` are written (the host file warns about them).
     ///
+    /// With a `writeLog`, every block libext2fs writes is recorded there (offsets relative to the
+    /// filesystem), so the flash can record the map of what it changed on the card.
+    ///
     /// - Returns: the records (path, content digest — keyed for secret-derived files —, mode, uid,
     ///   gid) of the files as intended; the proof that they are on the medium is ``InjectionVerifier/verify(_:root:on:)``.
     /// - Throws: ``PiflashError``: exit 2 for a path the rules refuse, a symlinked or non-directory
@@ -28,14 +31,15 @@ public enum Ext4Patcher {
     ///   path; exit 1 when the root filesystem is too full (nothing is changed then) or on I/O errors.
     @discardableResult
     public static func inject(
-        _ files: [BootstrapFile], into root: RootPartition, on path: String, reporter: Reporter
+        _ files: [BootstrapFile], into root: RootPartition, on path: String, writeLog: Ext2WriteLog? = nil,
+        reporter: Reporter
     ) throws -> [InjectedFile] {
         // Paths under /etc were already warned about when the host file was read, before any card.
         let paths = try validate(files)
         let total = files.reduce(UInt64(0)) { $0 + UInt64($1.content.count) }
         let started = monotonicSeconds()
         reporter.begin("inject", total: total)
-        try Ext2Filesystem.withFilesystem(path: path, offset: root.offset, access: .readWrite) { fs in
+        try Ext2Filesystem.withFilesystem(path: path, offset: root.offset, access: .readWrite, writeLog: writeLog) { fs in
             if fs.needsJournalRecovery {
                 throw PiflashError.usage(
                     "the root filesystem's journal needs recovery: it was not cleanly unmounted", path: path,
@@ -51,20 +55,12 @@ public enum Ext4Patcher {
         return records
     }
 
-    /// Checks every path and refuses duplicates and a file that would be another's parent directory.
+    /// Checks every path (``InjectionPath``, the rules the host file was loaded with) and refuses
+    /// duplicates and a file that would be another's parent directory.
     static func validate(_ files: [BootstrapFile]) throws -> [InjectionPath] {
-        let paths = try files.map { try InjectionPath($0.path) }
-        var seen = Set<String>()
-        for entry in paths where !seen.insert(entry.text).inserted {
-            throw PiflashError.usage("\(entry.text) is listed twice under [[files]]")
-        }
-        for entry in paths {
-            for prefix in 1..<max(entry.components.count, 1) {
-                let parent = InjectionPath.join(entry.components[..<prefix])
-                if seen.contains(parent) {
-                    throw PiflashError.usage("\(parent) cannot be both a file and the directory of \(entry.text)")
-                }
-            }
+        let paths = try files.map { try InjectionPath.checked($0.path) }
+        if let conflict = InjectionPath.conflict(among: paths) {
+            throw PiflashError.usage(conflict.reason, hint: "fix the paths under [[files]] in the host file")
         }
         return paths
     }

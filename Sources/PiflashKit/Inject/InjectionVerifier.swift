@@ -18,9 +18,17 @@ public enum InjectionVerifier {
     ///   file and what differs) or when e2fsck finds the filesystem not clean (with its findings);
     ///   exit 1 when the medium cannot be read or e2fsck cannot run.
     @discardableResult
-    public static func verify(_ files: [BootstrapFile], root: RootPartition, on path: String) throws -> [InjectedFile] {
+    /// - Parameter descriptor: the flash job's handle of `path`, borrowed to drop the caches
+    ///   (else `path` is opened for that).
+    public static func verify(
+        _ files: [BootstrapFile], root: RootPartition, on path: String, descriptor: Int32? = nil
+    ) throws -> [InjectedFile] {
         let paths = try Ext4Patcher.validate(files)
-        try Ext2Filesystem.dropCachedBlocks(of: path)
+        if let descriptor {
+            try DeviceFile.dropCaches(descriptor, path: path)
+        } else {
+            try Ext2Filesystem.dropCachedBlocks(of: path)
+        }
         let records = try withFreshFilesystem(path: path, offset: root.offset) { fs in
             try zip(files, paths).map { file, entry in try readBack(file, entry, fs: fs, path: path) }
         }

@@ -51,7 +51,20 @@ public struct RootPartition: Sendable, Equatable, Codable, CustomStringConvertib
         // A card's buffer cache may still hold what udev probed before the image was written; drop
         // it (best effort: BLKFLSBUF needs CAP_SYS_ADMIN) so the table read is the one on the card.
         if Ext2Filesystem.isBlockDevice(path) { try? Ext2Filesystem.dropCachedBlocks(of: path) }
-        let table = try PartitionTable.read(from: path)
+        return try choose(from: PartitionTable.read(from: path), selector: selector, path: path)
+    }
+
+    /// Finds the root partition from the image's own partition table held in memory (the head a
+    /// flash writes last), probing each partition's filesystem on the open card or file `fd`.
+    /// Same rules and errors as ``locate(on:selector:)``.
+    public static func locate(
+        head: UnsafeRawBufferPointer, diskSize: UInt64, fd: Int32, path: String, selector: RootSelector
+    ) throws -> RootPartition {
+        try choose(
+            from: PartitionTable.read(head: head, diskSize: diskSize, fd: fd, path: path), selector: selector, path: path)
+    }
+
+    private static func choose(from table: PartitionTable, selector: RootSelector, path: String) throws -> RootPartition {
         let matches: [PartitionEntry]
         switch selector {
         case .label(let label):

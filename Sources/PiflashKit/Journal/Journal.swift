@@ -45,6 +45,10 @@ public struct JournalEntry: Sendable, Equatable, Codable {
     /// Bytes per second.
     public var verifyRate: Double?
     public var files: [InjectedFile]
+    /// The card map's injected part: every range the injection wrote, with digests (keyed when
+    /// the host has secrets). With ``imageSHA256`` and ``bytes`` it lets `verify --host` check the
+    /// whole card later.
+    public var injectedBlocks: [InjectedBlock] = []
     /// `SHA256:…` of the pinned host key.
     public var hostKeyFingerprint: String?
     public var ok: Bool
@@ -57,8 +61,10 @@ public struct JournalEntry: Sendable, Equatable, Codable {
         deviceByPath: String? = nil, deviceSize: UInt64? = nil, outputPath: String? = nil, imagePath: String,
         imageSHA256: String? = nil, bytes: UInt64? = nil, writeSeconds: Double? = nil, verifySeconds: Double? = nil,
         injectSeconds: Double? = nil, writeRate: Double? = nil, verifyRate: Double? = nil, files: [InjectedFile] = [],
-        hostKeyFingerprint: String? = nil, ok: Bool = false, error: String? = nil, exitCode: Int32? = nil
+        hostKeyFingerprint: String? = nil, ok: Bool = false, error: String? = nil, exitCode: Int32? = nil,
+        injectedBlocks: [InjectedBlock] = []
     ) {
+        self.injectedBlocks = injectedBlocks
         self.id = id
         self.startedAt = startedAt
         self.finishedAt = finishedAt
@@ -118,6 +124,7 @@ public struct JournalEntry: Sendable, Equatable, Codable {
             ("write_rate", number(writeRate)),
             ("verify_rate", number(verifyRate)),
             ("files", .array(files.map { .object($0.jsonFields) })),
+            ("injected_blocks", .array(injectedBlocks.map(\.json))),
             ("host_key_fingerprint", .string(hostKeyFingerprint)),
             ("ok", .bool(ok)),
             ("result", .string(outcome)),
@@ -131,11 +138,11 @@ public struct JournalEntry: Sendable, Equatable, Codable {
 /// claims. Safe to share between threads (one connection behind a lock) and between processes
 /// (SQLite locking with a busy timeout).
 public final class Journal: Sendable {
-    /// The schema version stored in `PRAGMA user_version`.
-    ///
-    /// 1: attempts, injected files (plain SHA-256 of every file), claims. 3: injected files carry
-    /// a digest kind (`digest`, `digest_kind`: keyed `hmac_sha256` for secret-derived content,
-    /// `sha256` for public content; NULL marks the plain digests of older versions).
+    /// The schema version stored in `PRAGMA user_version`: 1 the attempts, their files and the
+    /// station's claims; 2 adds `injected_blocks` (the card map); 3 gives injected files a digest
+    /// kind (`digest`, `digest_kind`: keyed `hmac_sha256` for secret-derived content, `sha256` for
+    /// public content; NULL marks the plain digests of older versions). Older journals are migrated
+    /// forward when opened.
     public static let schemaVersion: Int64 = 3
 
     /// The database file.
@@ -249,6 +256,23 @@ public final class Journal: Sendable {
                     PRAGMA user_version = 1;
                     """)
             }
+            if version < 2 {
+                // The card map: every range an injection wrote, keyed by the attempt. Exactly one of
+                // sha256 (a host without secrets) and hmac_sha256 (keyed with the host's digest key) is set.
+                try db.execute(
+                    """
+                    CREATE TABLE IF NOT EXISTS injected_blocks (
+                        flash_id INTEGER NOT NULL REFERENCES flashes(id) ON DELETE CASCADE,
+                        position INTEGER NOT NULL,
+                        byte_offset INTEGER NOT NULL,
+                        length INTEGER NOT NULL,
+                        sha256 TEXT,
+                        hmac_sha256 TEXT,
+                        PRIMARY KEY (flash_id, position)
+                    );
+                    PRAGMA user_version = 2;
+                    """)
+            }
             if version < 3 {
                 // Keyed digests (issue 14): the column says what the digest is. Rows written before
                 // keep their plain SHA-256 with digest_kind NULL: read and shown, never written again.
@@ -277,6 +301,7 @@ public final class Journal: Sendable {
                     Journal.values(entry))
                 let id = db.lastInsertRowID
                 try Journal.storeFiles(entry.files, id: id, db: db)
+                try Journal.storeBlocks(entry.injectedBlocks, id: id, db: db)
                 return id
             }
         }
@@ -308,6 +333,8 @@ public final class Journal: Sendable {
                 }
                 try db.run("DELETE FROM injected_files WHERE flash_id = ?", [.integer(id)])
                 try Journal.storeFiles(updated.files, id: id, db: db)
+                try db.run("DELETE FROM injected_blocks WHERE flash_id = ?", [.integer(id)])
+                try Journal.storeBlocks(updated.injectedBlocks, id: id, db: db)
             }
         }
     }
@@ -441,6 +468,20 @@ public final class Journal: Sendable {
         }
     }
 
+    private static func storeBlocks(_ blocks: [InjectedBlock], id: Int64, db: SQLiteDatabase) throws {
+        guard !blocks.isEmpty else { return }
+        let insert = try db.prepare(
+            "INSERT INTO injected_blocks (flash_id, position, byte_offset, length, sha256, hmac_sha256) VALUES (?, ?, ?, ?, ?, ?)")
+        for (position, block) in blocks.enumerated() {
+            try insert.bind([
+                .integer(id), .integer(Int64(position)), .integer(Int64(clamping: block.offset)),
+                .integer(Int64(clamping: block.length)), .text(block.keyed ? nil : block.digest),
+                .text(block.keyed ? block.digest : nil),
+            ])
+            _ = try insert.nextRow()
+        }
+    }
+
     private static func entry(_ row: SQLiteRow, db: SQLiteDatabase) throws -> JournalEntry {
         let id = row["id"].int64 ?? 0
         let files = try db.query(
@@ -453,6 +494,15 @@ public final class Journal: Sendable {
                 mode: UInt16(truncatingIfNeeded: file["mode"].int64 ?? 0),
                 uid: UInt32(truncatingIfNeeded: file["uid"].int64 ?? 0),
                 gid: UInt32(truncatingIfNeeded: file["gid"].int64 ?? 0))
+        }
+        let blocks = try db.query(
+            "SELECT byte_offset, length, sha256, hmac_sha256 FROM injected_blocks WHERE flash_id = ? ORDER BY position",
+            [.integer(id)]
+        ).map { block in
+            let keyed = block["hmac_sha256"].string
+            return InjectedBlock(
+                offset: UInt64(clamping: block["byte_offset"].int64 ?? 0), length: UInt64(clamping: block["length"].int64 ?? 0),
+                digest: keyed ?? block["sha256"].string ?? "", keyed: keyed != nil)
         }
         return JournalEntry(
             id: id,
@@ -479,7 +529,8 @@ public final class Journal: Sendable {
             hostKeyFingerprint: row["host_key_fingerprint"].string,
             ok: row["ok"].int64 == 1,
             error: row["error"].string,
-            exitCode: row["exit_code"].int64.map { Int32(truncatingIfNeeded: $0) })
+            exitCode: row["exit_code"].int64.map { Int32(truncatingIfNeeded: $0) },
+            injectedBlocks: blocks)
     }
 }
 

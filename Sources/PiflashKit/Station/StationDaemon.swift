@@ -298,15 +298,14 @@ public final class StationDaemon: @unchecked Sendable {
         do {
             let host = try catalog.load(hostName)
             for warning in host.warnings { reporter.warning(warning) }
-            let path = try host.imagePath(runBuild: config.build, reporter: reporter)
-            imagePath = path
-            let source = try ImageSource(path: path, expectedSHA256: host.image.sha256)
-            if let needed = source.uncompressedSize, needed > disk.size {
+            let preparation = try FlashPreparation.prepare(
+                host: host, runBuild: config.build, identities: { try ageIdentities() }, reporter: reporter)
+            imagePath = preparation.image.path
+            if let needed = preparation.image.uncompressedSize, needed > disk.size {
                 throw PiflashError.refused(
                     "\(disk.devnode) (\(formatBytes(disk.size))) is smaller than the image (\(formatBytes(needed)))",
                     path: disk.devnode)
             }
-            let bootstrap = try host.bootstrap(identities: identities(for: host))
             for mount in decision.autoMounts {
                 reporter.note("unmounting \(mount.source) from \(mount.mountPoint)")
                 try unmountFilesystem(at: mount.mountPoint)
@@ -314,9 +313,7 @@ public final class StationDaemon: @unchecked Sendable {
             try Interrupts.check("preparing \(hostName) for \(disk.devnode)")
             let target = FlashTarget(kind: .device, path: disk.devnode, model: disk.model, serial: disk.serial,
                                      byPath: disk.byPath, bus: disk.bus.rawValue, size: disk.size, eject: config.eject)
-            job = FlashJob(image: source, target: target, host: host.name,
-                           injection: bootstrap.files.isEmpty ? nil : .bootstrap(bootstrap.files, root: host.root),
-                           hostKeyFingerprint: bootstrap.hostKey?.fingerprint, knownHostsLine: bootstrap.knownHostsLine)
+            job = preparation.job(target: target)
         } catch {
             let failure = error as? PiflashError ?? .failure("\(error)")
             recordFailure(slot, disk: disk, host: hostName, image: imagePath, error: failure)
@@ -342,10 +339,11 @@ public final class StationDaemon: @unchecked Sendable {
     ///
     /// All must hold: the slot's newest journal entry is a success; the card has the device
     /// serial, by-path and size recorded there (a different card, or the same card after it was
-    /// rewritten elsewhere, usually differs in size or fails the next check); and the card still
-    /// holds exactly the files injected then (each file's digest — keyed for secret-derived
-    /// content —, mode, uid and gid read back from the card's root filesystem equal the
-    /// journal's). Anything unreadable means "no".
+    /// rewritten elsewhere, usually differs in size or fails the next check); and every block the
+    /// injection wrote then still matches its recorded digest (the card map of `verify --host`).
+    /// An entry recorded before card maps existed is checked by its files instead: each file's
+    /// digest — keyed for secret-derived content, plain for old entries —, mode, uid and gid read
+    /// back from the card's root filesystem equal the journal's. Anything unreadable means "no".
     func alreadyProvisioned(_ slot: SlotConfig, disk: DiskDescription, report: Bool = false)
         -> Result<JournalEntry, PiflashError>
     {
@@ -367,13 +365,27 @@ public final class StationDaemon: @unchecked Sendable {
             return no("the card's size, serial or by-path differ from journal entry \(last.id ?? 0)")
         }
         do {
-            let host = try catalog.load(hostName)
+            // The same map `piflash verify --host` checks: every block the injection wrote still
+            // holds what its digest says.
+            if !last.injectedBlocks.isEmpty {
+                var key: DigestKey?
+                if last.injectedBlocks.contains(where: \.keyed) {
+                    let host = try catalog.load(hostName)
+                    key = host.digestKey(secrets: try HostSecrets.load(for: host, identities: { try ageIdentities() }))
+                }
+                let card = try DeviceFile(path: disk.devnode, mode: .read, direct: true)
+                let bad = try InjectedBlocks.firstMismatch(last.injectedBlocks, on: card, key: key)
+                try card.close()
+                if let bad { return no("the block at byte \(bad.offset) differs from journal entry \(last.id ?? 0)") }
+                return .success(last)
+            }
+            // An entry from before card maps: the files as rendered now, read back from the card, are
+            // the ones the journal describes (keyed digests recomputed under the host's key, legacy
+            // plain ones by SHA-256).
             if last.files.isEmpty { return .success(last) }
-            let files = try host.bootstrap(identities: identities(for: host)).files
+            let host = try catalog.load(hostName)
+            let files = try host.bootstrap(secrets: HostSecrets.load(for: host, identities: { try ageIdentities() })).files
             let root = try RootPartition.locate(on: disk.devnode, selector: host.root)
-            // The card holds the files as rendered now (read back); the journal's records
-            // describe them (keyed digests recomputed under the host's key, legacy plain ones by
-            // SHA-256): then the card holds what was injected then.
             try InjectionVerifier.verify(files, root: root, on: disk.devnode)
             return last.files.count == files.count && zip(last.files, files).allSatisfy { $0.describes($1) }
                 ? .success(last) : no("the files on the card differ from journal entry \(last.id ?? 0)")
@@ -382,13 +394,10 @@ public final class StationDaemon: @unchecked Sendable {
         }
     }
 
-    /// The age identities a host's secrets need: none for plain `dir` secrets or no secrets.
-    private func identities(for host: HostFile) throws -> [AgeIdentity] {
-        switch host.secrets {
-        case nil, .dir?: return []
-        case .sops?, .age?:
-            return try AgeIdentity.load(explicitFile: config.ageIdentity, environment: ProcessInfo.processInfo.environment)
-        }
+    /// The station's age identities (its file's `age_identity`, then the usual sources); asked for
+    /// only by hosts that need them (``HostFile/needsAgeIdentities``).
+    private func ageIdentities() throws -> [AgeIdentity] {
+        try AgeIdentity.load(explicitFile: config.ageIdentity, environment: ProcessInfo.processInfo.environment)
     }
 
     private func recordFailure(_ slot: SlotConfig, disk: DiskDescription, host: String?, image: String?,

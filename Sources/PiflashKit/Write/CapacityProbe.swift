@@ -16,6 +16,9 @@ public enum CapacityProbe {
         let end = AlignedBuffer(count: markerSize)
         fillRandom(head, stamp: "piflash capacity marker, start")
         fillRandom(end, stamp: "piflash capacity marker at byte \(tail)")
+        // The marker at byte 0 must never read as a partition table (MBR entries and signature),
+        // should the job stop right after writing it.
+        (head.bytes.baseAddress! + 440).initializeMemory(as: UInt8.self, repeating: 0, count: 512 - 440)
         head.used = markerSize
         end.used = markerSize
         try target.write(head.filled, at: 0)

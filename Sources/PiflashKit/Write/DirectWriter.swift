@@ -14,12 +14,17 @@ public struct WriteOutcome: Sendable {
     public var chunkSize: Int
     /// Seconds from the first byte written to the final `fsync`.
     public var seconds: Double
+    /// The image's first MiB (or all of it, when shorter), held back: nothing of it but zeros
+    /// (the partition tables) is on the target yet. ``DirectWriter/commitHead(_:to:)`` writes it,
+    /// last of all.
+    public var head: [UInt8] = []
 }
 
 /// Streams an image onto a device or file through a bounded ring of aligned buffers:
 /// decompression, SHA-256, the per-chunk CRC-32 and `pwrite` each on their own thread, never more
-/// than `depth` chunks in memory. The first MiB (the partition table) is zeroed before anything else and written last,
-/// after everything else is on the medium, so an interrupted card never looks valid.
+/// than `depth` chunks in memory. The partition tables (first 64 KiB) are zeroed before anything
+/// else, and the first MiB is held back in memory: the flash job writes it with
+/// ``commitHead(_:to:)`` only after every other phase passed, so an interrupted card never looks valid.
 public struct DirectWriter: Sendable {
     /// The unit of I/O and of the per-chunk CRCs.
     public var chunkSize: Int
@@ -183,11 +188,8 @@ public struct DirectWriter: Sendable {
         let hash = digest.withLock { $0 }
         let result = (sha: hash.sha, bytes: hash.bytes, crcs: checksums.withLock { $0 })
         try Interrupts.check("flushing \(path)")
-        // Everything but the head is written: make it durable, then write the head and flush again.
+        // Everything but the head is written: make it durable. The head stays in memory.
         try retryingEINTR("fsync", path: path) { fsync(fd) }
-        if result.bytes > 0 {
-            try DirectWriter.writeHead(head, fd: fd, path: path, isFile: isFile)
-        }
         if isFile {
             // The last chunk was padded to whole sectors; a file ends where the image ends.
             try retryingEINTR("ftruncate", path: path) { ftruncate(fd, off_t(result.bytes)) }
@@ -195,7 +197,50 @@ public struct DirectWriter: Sendable {
         }
         let seconds = monotonicSeconds() - started
         reporter.end("write", bytes: result.bytes, seconds: seconds)
-        return WriteOutcome(sha256: result.sha, bytes: result.bytes, chunkCRCs: result.crcs, chunkSize: chunkSize, seconds: seconds)
+        let headBytes = Array(UnsafeRawBufferPointer(rebasing: head.bytes[0..<min(head.used, Int(result.bytes))]))
+        return WriteOutcome(sha256: result.sha, bytes: result.bytes, chunkCRCs: result.crcs, chunkSize: chunkSize,
+                            seconds: seconds, head: headBytes)
+    }
+
+    /// Writes the held-back head at offset 0, flushes, drops the caches and reads it back with
+    /// `O_DIRECT`: the last write of a flash, after which the target carries its partition table.
+    ///
+    /// - Throws: exit 1 for I/O errors, exit 4 when the head does not read back as written.
+    public static func commitHead(_ bytes: [UInt8], to target: borrowing DeviceFile) throws {
+        guard !bytes.isEmpty else { return }
+        let fd = target.descriptor
+        let path = target.path
+        let isFile = !target.isBlockDevice
+        let head = AlignedBuffer(count: headSize)
+        bytes.withUnsafeBytes { head.bytes.copyMemory(from: $0) }
+        head.used = bytes.count
+        do {
+            try writeHead(head, fd: fd, path: path, isFile: isFile)
+        } catch var error as PiflashError {
+            error = explain(error, fd: fd, isFile: isFile)
+            throw error
+        }
+        if isFile {
+            // The head was padded to a whole sector; a file ends where the image ends.
+            var info = stat()
+            try retryingEINTR("fstat", path: path) { fstat(fd, &info) }
+            if UInt64(info.st_size) < UInt64(bytes.count) {
+                try retryingEINTR("ftruncate", path: path) { ftruncate(fd, off_t(bytes.count)) }
+            }
+        }
+        try target.dropCaches()
+        let check = AlignedBuffer(count: headSize)
+        let padded = (bytes.count + 511) / 512 * 512
+        let got = try target.read(into: UnsafeMutableRawBufferPointer(rebasing: check.bytes[0..<padded]), at: 0)
+        let matches = got >= bytes.count && bytes.withUnsafeBytes { memcmp(check.bytes.baseAddress!, $0.baseAddress!, bytes.count) == 0 }
+        if !matches {
+            var offset = UInt64(min(got, bytes.count))
+            for i in 0..<min(got, bytes.count) where check.bytes[i] != bytes[i] {
+                offset = UInt64(i)
+                break
+            }
+            throw ReadBackVerifier.mismatchError(path: path, offset: offset)
+        }
     }
 
     /// Says what a failed write on a card most likely means: removed (its size dropped to 0) or failing.

@@ -31,20 +31,15 @@ public struct FlashTarget: Sendable {
     }
 }
 
-/// The host-provisioning step run after a verified write: locate the root partition on the target,
-/// inject the bootstrap files, and verify them (SPEC steps 5–6). Given the target path.
-public struct Injection: Sendable {
-    public var run: @Sendable (_ targetPath: String, _ reporter: Reporter) throws -> [InjectedFile]
-
-    public init(run: @escaping @Sendable (_ targetPath: String, _ reporter: Reporter) throws -> [InjectedFile]) {
-        self.run = run
-    }
-}
-
-/// One flash, SPEC steps 3–7: open the target exclusively with `O_DIRECT`, check its capacity,
-/// stream the image, read it back, inject and verify the host's files, flush and eject.
-/// Never reports success without having read back what is on the target; on any failure after the
-/// first byte was written the target's first MiB is zeroed, so it never looks valid.
+/// One flash, SPEC steps 3–7, in the order that makes the invariant true: **a target carries a
+/// valid partition table only if every phase passed.**
+///
+/// Open the target exclusively with `O_DIRECT` and zero its partition tables; check its capacity;
+/// stream the image except its head (first MiB, held in memory), `fsync`; read that body back with
+/// `O_DIRECT`; find the root partition from the held head and inject the host's files; drop caches,
+/// reopen fresh, read every injected file and block back, `e2fsck -fn`; only then write the head,
+/// `fsync`, and read it back; eject. A failure, signal, pulled card or power cut at any earlier
+/// moment leaves the head zeroed (and an `--output` file is removed on failure).
 public struct FlashJob: Sendable {
     public var image: ImageSource
     public var target: FlashTarget
@@ -107,17 +102,22 @@ public struct FlashJob: Sendable {
                 throw PiflashError.refused(
                     "\(target.path) (\(formatBytes(size))) is smaller than the image (\(formatBytes(needed)))", path: target.path)
             }
-            reporter.begin("capacity", total: nil)
-            let probeStarted = monotonicSeconds()
-            try CapacityProbe.check(file, size: size)
-            reporter.end("capacity", bytes: 0, seconds: monotonicSeconds() - probeStarted)
         case .output:
             file = try DeviceFile(path: target.path, mode: .createFile, direct: true)
         }
         var wroteAnything = false
         do {
+            if target.kind == .device {
+                try Interrupts.check("opening \(target.path)")
+                wroteAnything = true
+                reporter.begin("capacity", total: nil)
+                let probeStarted = monotonicSeconds()
+                try CapacityProbe.check(file, size: try file.size())
+                reporter.end("capacity", bytes: 0, seconds: monotonicSeconds() - probeStarted)
+            }
             try Interrupts.check("opening \(target.path)")
             wroteAnything = true
+            // The body: everything but the head, which stays in memory.
             let written = try writer.write(from: reader, to: file, total: image.uncompressedSize, reporter: reporter)
             result.bytes = written.bytes
             result.writeSeconds = written.seconds
@@ -133,11 +133,21 @@ public struct FlashJob: Sendable {
             if let injection {
                 let started = monotonicSeconds()
                 try Interrupts.check("starting to inject files into \(target.path)")
-                result.files = try injection.run(target.path, reporter)
+                let outcome = try injection.run(
+                    InjectionTarget(descriptor: file.descriptor, path: target.path, head: written.head,
+                                    imageBytes: written.bytes),
+                    reporter)
+                result.files = outcome.files
+                result.injectedBlocks = outcome.blocks
                 result.injectSeconds = monotonicSeconds() - started
             }
+            // Every phase passed: only now does the target get its partition table.
+            try Interrupts.check("about to write the partition table of \(target.path)")
+            reporter.begin("commit", total: UInt64(written.head.count))
+            let committing = monotonicSeconds()
+            try DirectWriter.commitHead(written.head, to: file)
+            reporter.end("commit", bytes: UInt64(written.head.count), seconds: monotonicSeconds() - committing)
             try file.sync()
-            try file.dropCaches()
         } catch {
             if target.kind == .output {
                 // An unfinished image file is worth nothing and must not be flashed later by mistake.

@@ -18,11 +18,16 @@ public struct FlashResult: Sendable {
     public var injectSeconds: Double = 0
     /// The injected files as read back: keyed digests for secret-derived content.
     public var files: [InjectedFile] = []
+    /// Every range of the target the injection wrote, with digests: the card map's part that
+    /// differs from the image (journaled for `verify --host`).
+    public var injectedBlocks: [InjectedBlock] = []
     public var hostKeyFingerprint: String?
     public var knownHostsLine: String?
     public var ejected = false
     public var error: String?
     public var errorOffset: UInt64?
+    /// For `verify --host`: where the first bad byte lies, `image` or `injected_block`.
+    public var errorRegion: String?
     public var exitCode: Int32 = 0
 
     public init() {}
@@ -54,6 +59,8 @@ public struct FlashResult: Sendable {
             ("inject_seconds", .double(injectSeconds)),
             ("write_rate", .double(writeRate)), ("verify_rate", .double(verifyRate)),
             ("files", .array(files.map { .object($0.jsonFields) })),
+            ("injected_blocks", .int(Int64(injectedBlocks.count))),
+            ("injected_bytes", .uint(injectedBlocks.reduce(0) { $0 + $1.length })),
             ("host_key_fingerprint", .string(hostKeyFingerprint)),
             ("known_hosts", .string(knownHostsLine)),
             ("ejected", .bool(ejected)),
@@ -61,6 +68,7 @@ public struct FlashResult: Sendable {
         if !ok {
             fields += [("error", .string(error ?? "unknown error")), ("exit_code", .int(Int64(exitCode)))]
             if let errorOffset { fields.append(("error_offset", .uint(errorOffset))) }
+            if let errorRegion { fields.append(("error_region", .string(errorRegion))) }
         } else {
             fields.append(("exit_code", 0))
         }

@@ -18,7 +18,9 @@ public struct ReadBackVerifier: Sendable {
         self.depth = depth
     }
 
-    /// Verifies a target against what ``DirectWriter`` wrote.
+    /// Verifies a target against what ``DirectWriter`` wrote, except its head: that is still held
+    /// in memory (``WriteOutcome/head``) and stands in for the target's first MiB here;
+    /// ``DirectWriter/commitHead(_:to:)`` reads it back after writing it.
     ///
     /// - Parameters:
     ///   - target: the device or file, open for reading (ideally `O_DIRECT`).
@@ -37,9 +39,21 @@ public struct ReadBackVerifier: Sendable {
         var mismatch: (index: Int, data: [UInt8])?
         try ChunkReader(depth: depth, chunkSize: written.chunkSize, sector: target.logicalSectorSize())
             .read(target.descriptor, path: path, length: written.bytes) { index, data in
-                hasher.update(data)
-                if crc32(0, data) != written.chunkCRCs[index] {
-                    mismatch = (index, Array(data))
+                // The head is not on the target yet: the image's own head, held in memory, stands in for it.
+                let held = index == 0 ? min(written.head.count, data.count) : 0
+                var crc: UInt32 = 0
+                if held > 0 {
+                    written.head.withUnsafeBytes { head in
+                        let part = UnsafeRawBufferPointer(rebasing: head[0..<held])
+                        hasher.update(part)
+                        crc = crc32(0, part)
+                    }
+                }
+                let rest = UnsafeRawBufferPointer(rebasing: data[held...])
+                hasher.update(rest)
+                crc = crc32(crc, rest)
+                if crc != written.chunkCRCs[index] {
+                    mismatch = (index, Array(written.head.prefix(held)) + Array(rest))
                     return false
                 }
                 done += UInt64(data.count)
@@ -171,6 +185,45 @@ public struct ImageComparer: Sendable {
     /// Compares `target` with `image` over the image's length.
     /// - Throws: read errors (exit 1), a corrupt image (exit 2), a device shorter than the image (exit 4).
     public func compare(_ image: ImageSource, with target: borrowing DeviceFile, reporter: Reporter) throws -> Comparison {
+        var firstDifference: UInt64?
+        let streamed = try ImageAndCardStream(depth: depth, chunkSize: chunkSize)
+            .run(image, target: target, reporter: reporter) { offset, imageBytes, card in
+                if card.count < imageBytes.count {
+                    firstDifference = offset + UInt64(card.count)
+                    return false
+                }
+                if memcmp(card.baseAddress!, imageBytes.baseAddress!, imageBytes.count) != 0 {
+                    for i in 0..<imageBytes.count where card[i] != imageBytes[i] {
+                        firstDifference = offset + UInt64(i)
+                        break
+                    }
+                    return false
+                }
+                return true
+            }
+        return Comparison(imageSHA256: streamed.sha256, bytes: streamed.bytes, firstDifference: firstDifference,
+                          seconds: streamed.seconds)
+    }
+}
+
+/// An image decompressed and hashed on a worker thread, streamed alongside the same bytes of a card
+/// read with `O_DIRECT` (after dropping its caches), through one bounded ring of aligned buffers:
+/// what `verify IMAGE` and `verify --host` compare.
+struct ImageAndCardStream {
+    var depth: Int
+    var chunkSize: Int
+
+    /// Streams the whole image; hands each chunk and the card's bytes at the same offset (shorter
+    /// when the card ended early) to `compare`, until it returns false — the image is still read to
+    /// its end for its digest.
+    ///
+    /// - Returns: the image's SHA-256 and length, and the seconds taken.
+    /// - Throws: read errors (exit 1), a corrupt image (exit 2), a card smaller than the image
+    ///   (exit 4), what `compare` throws, an interrupt.
+    func run(
+        _ image: ImageSource, target: borrowing DeviceFile, reporter: Reporter,
+        compare: (_ offset: UInt64, _ image: UnsafeRawBufferPointer, _ card: UnsafeRawBufferPointer) throws -> Bool
+    ) throws -> (sha256: [UInt8], bytes: UInt64, seconds: Double) {
         try target.dropCaches()
         let started = monotonicSeconds()
         let source = try image.open()
@@ -204,12 +257,12 @@ public struct ImageComparer: Sendable {
         }
         let device = AlignedBuffer(count: chunkSize)
         var offset: UInt64 = 0
-        var firstDifference: UInt64?
+        var comparing = true
         do {
             while let buffer = filled.receive() {
-                try Interrupts.check("comparing \(path) at byte \(offset)")
+                try Interrupts.check("verifying \(path) at byte \(offset)")
                 let want = buffer.used
-                if firstDifference == nil {
+                if comparing {
                     if offset + UInt64(want) > deviceSize {
                         throw PiflashError.verification(
                             "the device (\(deviceSize) bytes) is smaller than the image: it ends at byte \(deviceSize)",
@@ -218,14 +271,8 @@ public struct ImageComparer: Sendable {
                     let padded = (want + sector - 1) / sector * sector
                     let got = try DeviceFile.read(fd, into: UnsafeMutableRawBufferPointer(rebasing: device.bytes[0..<padded]),
                                                   at: offset, path: path)
-                    if got < want {
-                        firstDifference = offset + UInt64(got)
-                    } else if memcmp(device.bytes.baseAddress!, buffer.bytes.baseAddress!, want) != 0 {
-                        for i in 0..<want where device.bytes[i] != buffer.bytes[i] {
-                            firstDifference = offset + UInt64(i)
-                            break
-                        }
-                    }
+                    comparing = try compare(
+                        offset, buffer.filled, UnsafeRawBufferPointer(rebasing: device.bytes[0..<min(got, want)]))
                 }
                 offset += UInt64(want)
                 reporter.progress("verify", done: offset, total: total)
@@ -241,6 +288,6 @@ public struct ImageComparer: Sendable {
         if let error = failure.withLock({ $0 }) { throw error }
         let seconds = monotonicSeconds() - started
         reporter.end("verify", bytes: offset, seconds: seconds)
-        return Comparison(imageSHA256: digest.withLock { $0 }, bytes: offset, firstDifference: firstDifference, seconds: seconds)
+        return (digest.withLock { $0 }, offset, seconds)
     }
 }

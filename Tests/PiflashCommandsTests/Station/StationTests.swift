@@ -85,6 +85,24 @@ struct StationTests {
         #expect(reinserted["state"] as? String == "verified" && reinserted["already_provisioned"] as? Bool == true,
                 "a just-provisioned card is not flashed again: \(reinserted)")
 
+        // One byte changed in a block the injection wrote: the card map no longer matches, so the
+        // card is not "already provisioned" and is flashed again.
+        fixture.loops[0].detach()
+        #expect(events.slot("TA", "idle", timeout: 60) != nil)
+        let rootA = try rootPartition(of: cardA)
+        let blockSize = UInt64(try Shell.sh("dumpe2fs -h '\(cardA)?offset=\(rootA.offset)' 2>/dev/null | awk -F: '/^Block size/ {print $2}'")
+            .trimmingCharacters(in: .whitespacesAndNewlines))!
+        let keyBlock = UInt64(try Shell.sh("debugfs -R 'bmap /var/lib/bootstrap/ssh_host_ed25519_key 0' '\(cardA)?offset=\(rootA.offset)' 2>/dev/null")
+            .trimmingCharacters(in: .whitespacesAndNewlines))!
+        try Shell.sh("printf '\\x00' | dd of='\(cardA)' bs=1 seek=\(rootA.offset + keyBlock * blockSize) conv=notrunc status=none")
+        try fixture.loops[0].insert(cardA)
+        let changed = try #require(events.next(timeout: 120) { event in
+            event["event"] as? String == "slot" && event["slot"] as? String == "TA"
+                && (event["state"] as? String == "verified" || event["state"] as? String == "flashing")
+        })
+        #expect(changed["state"] as? String == "flashing", "a card whose injected block changed is flashed again: \(changed)")
+        #expect(events.next(timeout: 300) { $0["event"] as? String == "result" && $0["slot"] as? String == "TA" } != nil)
+
         // SIGTERM: a clean stop, exit 0, and the state file says it stopped.
         kill(station.pid, SIGTERM)
         let end = station.finish(timeout: 60)

@@ -27,7 +27,8 @@ final class CandidateCard {
 /// A real systemd-udevd and a runtime rule tagging only the loop devices over `piflash-card-*`
 /// files, installed for a suite and removed afterwards.
 struct CandidateTagging: SuiteTrait, TestScoping {
-    static let rulePath = "/run/udev/rules.d/99-piflash-commands-tests.rules"
+    /// One file per test process: other test runs on the machine add and remove their own.
+    static let rulePath = "/run/udev/rules.d/99-piflash-commands-tests-\(getpid()).rules"
     static let rule = """
         # piflash command tests: tag only the loop devices the tests attach to their own card files.
         SUBSYSTEM=="block", KERNEL=="loop*", ENV{DEVTYPE}=="disk", ATTR{loop/backing_file}=="*/piflash-card-*", ENV{PIFLASH_CANDIDATE}="1"

@@ -17,10 +17,12 @@ final class HostFixture {
     /// - Parameters:
     ///   - envTable: write the Wi-Fi file with `env = { … }` (systemd-quoted) instead of the raw
     ///     template.
-    ///   - extraSecrets: YAML lines appended to the secrets.
+    ///   - extraSecrets: YAML lines appended to the secrets (age secrets only).
+    ///   - dirSecrets: the secrets as a plain `dir` of files (keys `ssh_host_ed25519_key`,
+    ///     `wifi_ssid`, `wifi_psk`) instead of an age file: no age identity is involved at all.
     init(name: String = "bastet", compression: String = "zst", extraMiB: Int = 16, root: String = "",
          extraFiles: String = "", psk: String = #"pa$$ word "with" #spaces ${not_a_var}"#, ssid: String = "Pi Net",
-         envTable: Bool = false, extraSecrets: String = "") throws {
+         envTable: Bool = false, extraSecrets: String = "", dirSecrets: Bool = false) throws {
         self.psk = psk
         self.ssid = ssid
         scratch = try ScratchDirectory("piflash-test-host")
@@ -35,7 +37,14 @@ final class HostFixture {
         let key = try String(contentsOfFile: hostKeyFile, encoding: .utf8)
         let indentedKey = key.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n")
         let yaml = "ssh_host_ed25519_key: |\n\(indentedKey)\nwifi:\n  ssid: '\(ssid.replacingOccurrences(of: "'", with: "''"))'\n  psk: '\(psk.replacingOccurrences(of: "'", with: "''"))'\nbig: \"\(String(repeating: "x", count: 64))\"\n\(extraSecrets)"
-        try Shell.run(["age", "-r", recipient, "-o", "\(hostsDirectory)/secrets/\(name).yaml.age"], input: yaml)
+        if dirSecrets {
+            let folder = "\(hostsDirectory)/secrets/\(name)"
+            try Shell.sh("mkdir -p '\(folder)' && cp '\(hostKeyFile)' '\(folder)/ssh_host_ed25519_key'")
+            try ssid.write(toFile: "\(folder)/wifi_ssid", atomically: true, encoding: .utf8)
+            try psk.write(toFile: "\(folder)/wifi_psk", atomically: true, encoding: .utf8)
+        } else {
+            try Shell.run(["age", "-r", recipient, "-o", "\(hostsDirectory)/secrets/\(name).yaml.age"], input: yaml)
+        }
         rawImage = scratch.file("result/nixos-image-sd-card-25.05-aarch64-linux.img")
         try Shell.sh("'\(Shell.packageRoot)/scripts/mk-nixos-like-image' '\(rawImage)' --extra-mib \(extraMiB) >/dev/null")
         image = try ImageFixture.compress(rawImage, compression)
@@ -46,11 +55,13 @@ final class HostFixture {
             path = "../result/\((image as NSString).lastPathComponent)"
             \(root)
             [secrets]
-            age = "secrets/\(name).yaml.age"
+            \(dirSecrets ? "dir = \"secrets/\(name)\"" : "age = \"secrets/\(name).yaml.age\"")
 
             \(HostFileText.canonicalFiles(
-                wifiTemplate: "WIFI_SSID=${wifi.ssid}\\nWIFI_PSK=${wifi.psk}\\n",
-                wifiEnvironment: envTable ? #"{ WIFI_SSID = "wifi.ssid", WIFI_PSK = "wifi.psk" }"# : nil))
+                wifiTemplate: dirSecrets ? "WIFI_SSID=${wifi_ssid}\\nWIFI_PSK=${wifi_psk}\\n" : "WIFI_SSID=${wifi.ssid}\\nWIFI_PSK=${wifi.psk}\\n",
+                wifiEnvironment: envTable
+                    ? (dirSecrets ? #"{ WIFI_SSID = "wifi_ssid", WIFI_PSK = "wifi_psk" }"# : #"{ WIFI_SSID = "wifi.ssid", WIFI_PSK = "wifi.psk" }"#)
+                    : nil))
             \(extraFiles)
             [check]
             address = "\(name).local"

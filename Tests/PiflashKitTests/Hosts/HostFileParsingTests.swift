@@ -196,6 +196,34 @@ struct HostFileParsingTests {
         #expect(message.contains("/nix/store"))
     }
 
+    @Test("the three mistakes once found only on the card are refused when the host file loads", arguments: [
+        ("[[files]]\npath = \"/nix-path-registration\"\nsecret = \"a\"\n", "nix-path-registration"),
+        ("[[files]]\npath = \"/var/lib/\(String(repeating: "n", count: 256))\"\nsecret = \"a\"\n", "255"),
+        ("[[files]]\npath = \"/var/lib/a\"\nsecret = \"a\"\n[[files]]\npath = \"/var/lib/a/b\"\nsecret = \"a\"\n",
+         "/var/lib/a cannot be both a file and the directory of /var/lib/a/b"),
+        ("[[files]]\npath = \"/var/lib/a/b\"\nsecret = \"a\"\n[[files]]\npath = \"/var/lib/a\"\nsecret = \"a\"\n",
+         "/var/lib/a cannot be both a file and the directory of /var/lib/a/b"),
+    ])
+    func mistakesRefusedAtLoad(files: String, expected: String) {
+        let text = hostFile(files: files)
+        let error = hostsUsageError { _ = try HostFile.parse(text, path: "/h/x.toml") }
+        #expect(error?.status == .usage)
+        #expect(error?.description.contains(expected) == true, "\(error?.description ?? "no error")")
+    }
+
+    @Test("one path type: the parser's rules are InjectionPath's, which the patcher uses too")
+    func onePathType() throws {
+        #expect(throws: InjectionPath.Violation.self) { try InjectionPath("/nix-path-registration") }
+        #expect(throws: InjectionPath.Violation.self) { try InjectionPath("/nix") }
+        #expect(throws: InjectionPath.Violation.self) { try InjectionPath("/a/" + String(repeating: "x", count: 256)) }
+        let ok = try InjectionPath("/var/lib/" + String(repeating: "x", count: 255))
+        #expect(ok.components.count == 3)
+        let a = try InjectionPath("/var/lib/a"), b = try InjectionPath("/var/lib/a/b"), c = try InjectionPath("/var/lib/ab")
+        #expect(InjectionPath.conflict(among: [a, c]) == nil, "a shared prefix of names is not a parent")
+        #expect(InjectionPath.conflict(among: [b, a])?.reason.contains("cannot be both") == true)
+        #expect(InjectionPath.conflict(among: [a, a])?.reason.contains("twice") == true)
+    }
+
     @Test("non-canonical and directory paths are refused", arguments: ["/var//lib/a", "/var/./a", "/var/lib/", "/"])
     func nonCanonical(path: String) {
         let text = hostFile(files: "[[files]]\npath = \"\(path)\"\nsecret = \"a\"\n")

@@ -123,6 +123,50 @@ struct JournalTests {
         #expect(json["started_at"] == .string("2026-11-18T11:06:40.250Z"))
     }
 
+    @Test("a version-1 journal opens, migrates to version 2 keeping its rows, and keeps a card map")
+    func migratesVersion1() throws {
+        try #require(sqliteCLI, "needs the sqlite3 CLI")
+        let folder = try HostsTempFolder()
+        let path = folder.path + "/v1.sqlite"
+        // The version-1 schema as piflash wrote it, with one row, made by the sqlite3 CLI.
+        _ = try sqlite3(path, """
+            CREATE TABLE flashes (id INTEGER PRIMARY KEY AUTOINCREMENT, started_at TEXT NOT NULL, finished_at TEXT,
+              command TEXT NOT NULL, host TEXT, slot TEXT, device_path TEXT, device_model TEXT, device_serial TEXT,
+              device_by_path TEXT, device_size INTEGER, output_path TEXT, image_path TEXT NOT NULL, image_sha256 TEXT,
+              bytes INTEGER, write_seconds REAL, verify_seconds REAL, inject_seconds REAL, write_rate REAL,
+              verify_rate REAL, host_key_fingerprint TEXT, ok INTEGER NOT NULL DEFAULT 0, error TEXT, exit_code INTEGER);
+            CREATE TABLE injected_files (flash_id INTEGER NOT NULL REFERENCES flashes(id) ON DELETE CASCADE,
+              position INTEGER NOT NULL, path TEXT NOT NULL, sha256 TEXT NOT NULL, mode INTEGER NOT NULL,
+              uid INTEGER NOT NULL, gid INTEGER NOT NULL, PRIMARY KEY (flash_id, position));
+            CREATE TABLE claims (host TEXT PRIMARY KEY, claimant TEXT NOT NULL, claimed_at TEXT NOT NULL, claimed_unix REAL NOT NULL);
+            INSERT INTO flashes (started_at, finished_at, command, host, image_path, ok)
+              VALUES ('2026-11-23T17:48:47.123Z', '2026-11-23T17:50:00.000Z', 'flash', 'old', '/img', 1);
+            PRAGMA user_version = 1;
+            """)
+        let journal = try Journal(path: path)
+        #expect(try sqlite3(path, "PRAGMA user_version") == String(Journal.schemaVersion))
+        let old = try #require(try journal.lastSuccess(host: "old"))
+        #expect(old.injectedBlocks.isEmpty)
+
+        var entry = sampleEntry()
+        entry.ok = true
+        entry.injectedBlocks = [
+            InjectedBlock(offset: 39_845_888 + 1024, length: 1024, digest: String(repeating: "a", count: 64), keyed: true),
+            InjectedBlock(offset: 41_000_960, length: 4096, digest: String(repeating: "b", count: 64), keyed: false),
+        ]
+        let id = try journal.record(entry)
+        let back = try #require(try journal.entry(id: id))
+        #expect(back.injectedBlocks == entry.injectedBlocks)
+        // Stored in plain columns an independent reader understands: the keyed digest as hmac_sha256.
+        #expect(try sqlite3(path, "SELECT byte_offset, length, coalesce(sha256, '-'), coalesce(hmac_sha256, '-') FROM injected_blocks WHERE flash_id = \(id) ORDER BY position")
+            == "39846912|1024|-|\(String(repeating: "a", count: 64))\n41000960|4096|\(String(repeating: "b", count: 64))|-")
+        let json = back.json.serialized()
+        #expect(json.contains("\"hmac_sha256\":\"\(String(repeating: "a", count: 64))\""))
+        // A second open of a version-2 journal changes nothing.
+        _ = try Journal(path: path)
+        #expect(try sqlite3(path, "SELECT count(*) FROM injected_blocks") == "2")
+    }
+
     @Test("finish of an id that does not exist throws")
     func finishUnknown() throws {
         let folder = try HostsTempFolder()
