@@ -30,7 +30,7 @@ struct CardJob: Sendable {
                                   + "entry \(previous.id ?? 0); not flashed again (reflash = false)"))
                 return
             case .failure(let why):
-                stream.send(.note("slot \(slot.name): \(disk.devnode) is flashed: \(why.message)"))
+                stream.send(.note("slot \(slot.name): \(disk.devnode) will be flashed: \(why.message)"))
             }
         }
 

@@ -11,8 +11,10 @@ final class TmuxSession {
     init(width: Int, height: Int, command: String) throws {
         self.width = width
         self.height = height
-        // The tmux server must not inherit our pipes, or reading them to the end would never finish.
-        try Shell.sh("tmux -L \(socket) -f /dev/null new-session -d -s \(name) -x \(width) -y \(height) \(Self.quote(command))"
+        // The tmux server (and the station in its pane) must not inherit the test's pipes, or
+        // reading them to the end would never finish: every descriptor above 2 is closed first.
+        try Shell.sh("for fd in /proc/$$/fd/*; do n=${fd##*/}; if [ \"$n\" -gt 2 ]; then eval \"exec $n>&-\" 2>/dev/null || true; fi; done; "
+                     + "tmux -L \(socket) -f /dev/null new-session -d -s \(name) -x \(width) -y \(height) \(Self.quote(command))"
                      + " </dev/null >/dev/null 2>&1 && tmux -L \(socket) set-option -t \(name) remain-on-exit on </dev/null >/dev/null 2>&1")
     }
 
@@ -89,9 +91,12 @@ struct StationTerminalTests {
         #expect(moving.allSatisfy { $0.count < width })
 
         fixture.unthrottle(group, slot.majorMinor)
-        let done = tmux.waitFor(timeout: 300) { $0.contains { $0.hasPrefix("   ✓ verified ") } }
-        let finished = try #require(done, "the card is verified: \(tmux.screen())")
-        #expect(finished.contains("queue: 1 done, 0 flashing, 0 remaining of 1"), "\(finished)")
+        // The queue line follows within a second of the result (it is read from the journal).
+        let done = tmux.waitFor(timeout: 300) {
+            $0.contains { $0.hasPrefix("   ✓ verified ") } && $0.contains("queue: 1 done, 0 flashing, 0 remaining of 1")
+        }
+        let finished = try #require(done, "the card is verified and the queue done: \(tmux.screen())")
+        #expect(finished.contains { $0.hasPrefix("TA  verified  pi-01  ") })
         #expect(finished.filter { $0.hasPrefix("piflash station ") }.count == 1)
 
         tmux.sendKeys("C-c")
