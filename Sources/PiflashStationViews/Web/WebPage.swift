@@ -141,6 +141,10 @@ function renderQueue(queue) {
 
 function renderJournal(entries) {
   const body = document.querySelector("#journal tbody");
+  if (entries.length === 0) {
+    body.replaceChildren(el("tr", {}, el("td", { colspan: "10", class: "meta" }, "no journal entries yet")));
+    return;
+  }
   body.replaceChildren(...entries.map(e => {
     const cell = (label, text, cls) => el("td", { "data-label": label, class: cls }, text || "");
     return el("tr", { "data-entry": e.id, "data-result": e.result, "data-host": e.host },
