@@ -2,7 +2,8 @@
 #   make demo     install what is missing, build, flash the bundled example host into an image file
 #   make test     install what is missing, start udevd, run the whole test suite
 #   make bench    the side-by-side benchmarks (piflash vs dd vs bmaptool vs the card's limit)
-#   make install  PREFIX=/usr/local DESTDIR=  binary, man pages, udev rules, systemd unit, completions
+#   make install  PREFIX=/usr/local DESTDIR=  binary (stripped), man pages, udev rules, systemd unit, completions
+#   make deb      dist/piflash_VERSION_ARCH.deb (dpkg-deb), checked by `make deb-check`
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -22,11 +23,14 @@ APT_PACKAGES = pkg-config libudev-dev libblkid-dev libext2fs-dev libzstd-dev lib
 # systemd-nspawn (systemd-container: systemd's own env-file parser offline, and a real systemd
 # booted as PID 1), wpa_passphrase (wpasupplicant) and envsubst (gettext-base).
 FIRSTBOOT_TEST_PACKAGES = nix-bin python3-gi gir1.2-nm-1.0 systemd-container wpasupplicant gettext-base
+# The station's web page is tested in a real headless browser; the package is built and checked
+# with Debian's own tools.
+APT_PACKAGES += chromium binutils dpkg-dev lintian
 
 BIN = .build/debug/piflash
 RELEASE_BIN = .build/release/piflash
 
-.PHONY: all deps build release demo test bench install udevd clean
+.PHONY: all deps build release demo test bench install deb deb-check udevd clean
 
 all: build
 
@@ -80,6 +84,7 @@ bench: release udevd
 
 install: release
 	install -Dm755 $(RELEASE_BIN) $(DESTDIR)$(PREFIX)/bin/piflash
+	strip --strip-unneeded --remove-section=.comment --remove-section=.note $(DESTDIR)$(PREFIX)/bin/piflash
 	install -Dm644 man/piflash.1 $(DESTDIR)$(PREFIX)/share/man/man1/piflash.1
 	install -Dm644 man/piflash-hosts.5 $(DESTDIR)$(PREFIX)/share/man/man5/piflash-hosts.5
 	install -Dm644 man/piflash-station.8 $(DESTDIR)$(PREFIX)/share/man/man8/piflash-station.8
@@ -97,5 +102,16 @@ install: release
 	$(RELEASE_BIN) --generate-completion-script fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/piflash.fish
 	@getent group piflash >/dev/null || echo "optional: groupadd --system piflash (lets members flash removable cards; see 60-piflash.rules)"
 
+# A Debian package of the release binary (stripped), man pages, completions, udev rules, the
+# station unit and example; Depends: from the libraries the binary loads.
+DIST = dist
+deb: release
+	scripts/mk-deb $(RELEASE_BIN) $(DIST)
+
+# Builds the package and checks it (dpkg-deb --info/--contents, files, stripped, runs, Depends:,
+# lintian) without installing it on this machine.
+deb-check: deb
+	scripts/check-deb $(DIST)/piflash_$$($(RELEASE_BIN) --version | tr -d '[:space:]')_$$(dpkg --print-architecture).deb
+
 clean:
-	rm -rf .build $(DEMO)
+	rm -rf .build $(DEMO) $(DIST)

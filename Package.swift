@@ -72,10 +72,21 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
+        // The station's views, fed by its one event stream: the terminal, the log, JSON lines, and
+        // the read-only web page with its JSON API (SwiftNIO's HTTP/1 server).
+        .target(
+            name: "PiflashStationViews",
+            dependencies: [
+                "PiflashKit",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         .target(
             name: "PiflashCommands",
             dependencies: [
-                "PiflashCore", "PiflashKit", "PiflashCheck", "PiflashSecrets",
+                "PiflashCore", "PiflashKit", "PiflashCheck", "PiflashSecrets", "PiflashStationViews",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -84,6 +95,6 @@ let package = Package(
         .testTarget(name: "PiflashSecretsTests", dependencies: ["PiflashSecrets"]),
         .testTarget(name: "PiflashKitTests", dependencies: ["PiflashKit", "PiflashPlatform"]),
         .testTarget(name: "PiflashCheckTests", dependencies: ["PiflashCheck", "PiflashKit"]),
-        .testTarget(name: "PiflashCommandsTests", dependencies: ["PiflashCommands", "PiflashKit"]),
+        .testTarget(name: "PiflashCommandsTests", dependencies: ["PiflashCommands", "PiflashKit", "PiflashStationViews"]),
     ]
 )

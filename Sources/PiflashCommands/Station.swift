@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PiflashKit
+import PiflashStationViews
 
 /// `piflash station --config FILE`: the unattended, udev-triggered station; `--status` prints
 /// the state a running station publishes.
@@ -18,8 +19,13 @@ struct Station: AsyncParsableCommand {
             provisioned in that slot, and which still holds the files injected then, is not flashed again unless \
             reflash = true. SIGTERM or SIGINT: no new cards, running jobs stop safely (their cards are left \
             unbootable and recorded as failed), exit 0. Under systemd (Type=notify) it sends READY=1, STATUS= and \
-            STOPPING=1. The state of every slot is shown (one line per slot, `slot` events with --json) and \
-            written to the state file. See piflash-station(8).
+            STOPPING=1. On a terminal the station shows a screen redrawn in place: a header (station, hosts \
+            folder, queue done/flashing/remaining) and per slot the host, the card (model, size, serial), a \
+            progress bar with rate and ETA, or how long ago the last result came and why it failed; not on a \
+            terminal, a log line per change; with --json, `slot` events. The state is also written to the state \
+            file. With a [web] table the station serves a read-only web page and a JSON API under /api/ \
+            (stations, slots, queue, journal?limit=N); a listener that is not loopback needs token_file, and \
+            requests without the token (Authorization: Bearer, or ?token=) get 401. See piflash-station(8).
             """
     )
 
@@ -44,18 +50,32 @@ struct Station: AsyncParsableCommand {
             return
         }
         let stationConfig = try StationConfig.load(path: config!)
-        let output: StationDaemon.Output = json ? .json : (isatty(STDOUT_FILENO) == 1 ? .terminal : .log)
         let daemon: StationDaemon
+        var web: WebServer?
         do {
-            daemon = try StationDaemon(config: stationConfig, output: output) { job, hostName, slot, reporter in
+            daemon = try StationDaemon(config: stationConfig) { job, hostName, slot, reporter in
                 runRecorded(job, command: "station", journalPath: stationConfig.journal, hostName: hostName, slot: slot,
                             reporter: reporter)
+            }
+            // Every view reads the one stream of the station; the web page and the terminal
+            // screen read its state through the same source.
+            let source = LocalStationSource(daemon: daemon)
+            if json {
+                daemon.stream.add(JSONLinesView(board: daemon.board))
+            } else {
+                daemon.stream.add(ConsoleView(mode: isatty(STDOUT_FILENO) == 1 ? .terminal : .log, source: source))
+            }
+            if let webConfig = stationConfig.web {
+                web = try WebServer(config: webConfig, api: WebAPI(source: source, token: try webConfig.readToken()))
+                daemon.stream.send(.note("web page on http://\(webConfig.listen)/"
+                                         + (webConfig.tokenFile.map { " (token in \($0))" } ?? "")))
             }
         } catch let error as PiflashError {
             if json { writeAll(JSONValue.object([("event", "error"), ("error", .string(error.description)),
                                                  ("exit_code", .int(Int64(error.status.rawValue)))]).serialized() + "\n", to: 1) }
             throw error
         }
+        defer { web?.stop() }
         // The event loop blocks in poll(2): it gets its own thread, like every job, never the
         // Swift concurrency pool.
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in

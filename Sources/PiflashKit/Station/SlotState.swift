@@ -22,6 +22,46 @@ public enum SlotState: Sendable, Equatable {
         case .failed: "failed"
         }
     }
+
+    /// While flashing with a known total and rate: the seconds the phase still needs.
+    public var etaSeconds: Double? {
+        guard case .flashing(_, let done, let total?, let rate) = self, rate > 0, total >= done else { return nil }
+        return Double(total - done) / rate
+    }
+
+    /// While flashing with a known total: the phase's fraction done (0…1).
+    public var fraction: Double? {
+        guard case .flashing(_, let done, let total?, _) = self, total > 0 else { return nil }
+        return min(1, Double(done) / Double(total))
+    }
+}
+
+/// The card in a slot, as udev describes it: what the operator reads on its label and the reader.
+public struct SlotCard: Sendable, Equatable {
+    /// The product name (`SD Card Reader`, `SC64G`).
+    public var model: String?
+    /// The device serial (`ID_SERIAL_SHORT`).
+    public var serial: String?
+    /// Size in bytes.
+    public var size: UInt64
+    /// The reader's physical port (`ID_PATH`).
+    public var reader: String?
+
+    public init(model: String?, serial: String?, size: UInt64, reader: String?) {
+        self.model = model
+        self.serial = serial
+        self.size = size
+        self.reader = reader
+    }
+
+    /// `SC64G 59.5 GiB #0x1234abcd`: model, size and serial, as far as known.
+    public var summary: String {
+        var parts: [String] = []
+        if let model, !model.isEmpty { parts.append(model) }
+        parts.append(formatBytes(size))
+        if let serial, !serial.isEmpty { parts.append("#" + serial) }
+        return parts.joined(separator: " ")
+    }
 }
 
 /// One slot's published status: its state plus the card and host it concerns.
@@ -30,6 +70,8 @@ public struct SlotStatus: Sendable, Equatable {
     public var state: SlotState
     /// The card's device node, while there is one.
     public var device: String?
+    /// The card's model, serial, size and reader, while there is one.
+    public var card: SlotCard?
     /// The host being (or last) flashed in this slot.
     public var host: String?
     /// The journal row of the current or last job.
@@ -37,28 +79,34 @@ public struct SlotStatus: Sendable, Equatable {
     /// When the state last changed.
     public var since: Date
 
-    public init(slot: String, state: SlotState = .idle, device: String? = nil, host: String? = nil,
+    public init(slot: String, state: SlotState = .idle, device: String? = nil, card: SlotCard? = nil, host: String? = nil,
                 journalID: Int64? = nil, since: Date = Date()) {
         self.slot = slot
         self.state = state
         self.device = device
+        self.card = card
         self.host = host
         self.journalID = journalID
         self.since = since
     }
 
     /// The fields of a `slot` event and of the state file's entries: `slot`, `state`, `device`,
-    /// `host`, and per state `phase`/`bytes`/`total`/`percent`/`rate`, `already_provisioned` or `reason`.
+    /// `host`, the card's `card_model`/`card_serial`/`card_size`/`reader`, and per state
+    /// `phase`/`bytes`/`total`/`percent`/`rate`/`eta_seconds`, `already_provisioned` or `reason`.
     public var jsonFields: [(String, JSONValue)] {
         var fields: [(String, JSONValue)] = [
             ("slot", .string(slot)), ("state", .string(state.name)), ("device", .string(device)), ("host", .string(host)),
         ]
+        if let card {
+            fields += [("card_model", .string(card.model)), ("card_serial", .string(card.serial)),
+                       ("card_size", .uint(card.size)), ("reader", .string(card.reader))]
+        }
         switch state {
         case .idle: break
         case .flashing(let phase, let done, let total, let rate):
             fields += [("phase", .string(phase)), ("bytes", .uint(done)), ("total", total.map { .uint($0) } ?? .null),
                        ("percent", total.map { $0 > 0 ? .int(Int64(min(100, done * 100 / $0))) : .null } ?? .null),
-                       ("rate", .double(rate))]
+                       ("rate", .double(rate)), ("eta_seconds", state.etaSeconds.map { .double($0) } ?? .null)]
         case .verified(let already): fields.append(("already_provisioned", .bool(already)))
         case .failed(let reason): fields.append(("reason", .string(reason)))
         }
@@ -80,7 +128,11 @@ public struct SlotStatus: Sendable, Equatable {
         case "failed": state = .failed(reason: fields["reason"] as? String ?? "unknown")
         default: state = .idle
         }
-        self.init(slot: slot, state: state, device: fields["device"] as? String, host: fields["host"] as? String,
+        let card = number("card_size").map {
+            SlotCard(model: fields["card_model"] as? String, serial: fields["card_serial"] as? String, size: UInt64($0),
+                     reader: fields["reader"] as? String)
+        }
+        self.init(slot: slot, state: state, device: fields["device"] as? String, card: card, host: fields["host"] as? String,
                   journalID: number("journal_id").map { Int64($0) },
                   since: (fields["since"] as? String).flatMap(parseISO8601UTC) ?? Date(timeIntervalSince1970: 0))
     }

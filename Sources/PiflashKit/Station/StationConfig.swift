@@ -67,10 +67,12 @@ public struct StationConfig: Sendable, Equatable {
     public var build: Bool
     /// The slots, in file order (`[[slot]]`).
     public var slots: [SlotConfig]
+    /// The read-only web page and JSON API (`[web]`); nil when the station serves none.
+    public var web: WebConfig?
 
     public init(path: String, hosts: String? = nil, journal: String? = nil, queue: [String] = [], stateFile: String? = nil,
                 reflash: Bool = false, maxSize: UInt64 = 256 << 30, ageIdentity: String? = nil, eject: Bool = true,
-                build: Bool = false, slots: [SlotConfig]) {
+                build: Bool = false, slots: [SlotConfig], web: WebConfig? = nil) {
         self.path = path
         self.hosts = hosts
         self.journal = journal
@@ -82,11 +84,13 @@ public struct StationConfig: Sendable, Equatable {
         self.eject = eject
         self.build = build
         self.slots = slots
+        self.web = web
     }
 
     static let topKeys = ["hosts", "journal", "queue", "state_file", "reflash", "max_size", "age_identity", "eject",
-                          "build", "slot"]
+                          "build", "slot", "web"]
     static let slotKeys = ["name", "match", "host", "reflash"]
+    static let webKeys = ["listen", "token_file"]
 
     /// The state file when the station file names none: `/run/piflash/station.json` for root,
     /// else `$XDG_RUNTIME_DIR/piflash/station.json`, else `station.json` beside the journal.
@@ -220,6 +224,25 @@ public struct StationConfig: Sendable, Equatable {
             config.slots.append(slot)
         }
         if config.slots.isEmpty { throw fail("no [[slot]]: the station needs at least one reader slot") }
+        if let value = document["web"] {
+            guard let table = value.table else { throw fail("`web` must be a table ([web])") }
+            try checkKeys(table, known: webKeys, place: "in [web]")
+            guard let listenValue = table["listen"] else {
+                throw fail("[web] has no `listen`", hint: "e.g. listen = \"127.0.0.1:8480\"")
+            }
+            let listen = try string(listenValue, "listen")
+            guard let (host, port) = WebConfig.parseListen(listen) else {
+                throw fail("`listen` must be ADDRESS:PORT (an IPv4 address, [IPv6] or localhost), not `\(listen)`",
+                           hint: "e.g. listen = \"127.0.0.1:8480\"")
+            }
+            var web = WebConfig(host: host, port: port)
+            if let value = table["token_file"] { web.tokenFile = absolutePath(try string(value, "token_file"), relativeTo: folder) }
+            if !web.isLoopback && web.tokenFile == nil {
+                throw fail("[web] listens on \(listen), which is not loopback: it needs `token_file`",
+                           hint: "add token_file = \"/etc/piflash/web-token\" (a file holding a random token), or listen on 127.0.0.1")
+            }
+            config.web = web
+        }
         return config
     }
 }

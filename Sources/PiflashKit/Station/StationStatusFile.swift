@@ -108,44 +108,51 @@ public struct StationStatusFile: Sendable {
     }
 }
 
-/// systemd's readiness protocol without libsystemd: datagrams such as `READY=1`, `STOPPING=1`
-/// and `STATUS=…` sent to the unix socket named by `$NOTIFY_SOCKET` (`@` for the abstract
-/// namespace). Does nothing when the variable is absent (not run by systemd with `Type=notify`).
-public final class SystemdNotifier: Sendable {
-    private let socketPath: String?
+/// Keeps the state file current from the station's stream: written at start, at most every half
+/// second while slots change (on the event loop's ticks, so always from one thread), and a last
+/// time with `running: false` when the station stops.
+public final class StationStateFileObserver: StationObserver, @unchecked Sendable {
+    private let file: StationStatusFile
+    private let board: SlotBoard
+    private let config: String
+    private let startedAt: Date
+    private let warn: @Sendable (String) -> Void
+    private let dirty = Locked(true)
+    private var lastWrite = 0.0
 
-    public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
-        socketPath = environment["NOTIFY_SOCKET"].flatMap { $0.isEmpty ? nil : $0 }
+    /// - Parameters:
+    ///   - warn: how a failed forced write (start, stop) is told to the operator.
+    public init(file: StationStatusFile, board: SlotBoard, config: String, startedAt: Date,
+                warn: @escaping @Sendable (String) -> Void) {
+        self.file = file
+        self.board = board
+        self.config = config
+        self.startedAt = startedAt
+        self.warn = warn
     }
 
-    /// Whether systemd listens.
-    public var isActive: Bool { socketPath != nil }
+    public func station(_ event: StationEvent) {
+        switch event {
+        case .slot: dirty.withLock { $0 = true }
+        case .tick: write(force: false, running: true)
+        case .station(.ready): write(force: true, running: true)
+        case .station(.stopped): write(force: true, running: false)
+        default: break
+        }
+    }
 
-    /// Sends one message (`READY=1`, `STATUS=2 slots idle`…); failures are ignored, as sd_notify's are.
-    /// - Returns: whether the datagram was sent.
-    @discardableResult
-    public func notify(_ message: String) -> Bool {
-        guard let socketPath else { return false }
-        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        var bytes = Array(socketPath.utf8)
-        if bytes.first == UInt8(ascii: "@") { bytes[0] = 0 }
-        let capacity = MemoryLayout.size(ofValue: address.sun_path)
-        guard bytes.count < capacity else { return false }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in bytes.enumerated() { raw[index] = byte }
+    private func write(force: Bool, running: Bool) {
+        guard force || dirty.withLock({ $0 }) else { return }
+        let now = monotonicSeconds()
+        guard force || now - lastWrite >= 0.5 else { return }
+        lastWrite = now
+        dirty.withLock { $0 = false }
+        let snapshot = StationStatusFile.Snapshot(pid: getpid(), config: config, startedAt: startedAt, updatedAt: Date(),
+                                                  running: running, slots: board.statuses)
+        do {
+            try file.write(snapshot)
+        } catch {
+            if force { warn("\(error)") }
         }
-        let length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + (bytes.first == 0 ? 0 : 1))
-        let sent = message.utf8CString.withUnsafeBufferPointer { text in
-            withUnsafePointer(to: &address) { pointer in
-                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
-                    sendto(fd, text.baseAddress, text.count - 1, Int32(MSG_NOSIGNAL), socketAddress, length)
-                }
-            }
-        }
-        return sent >= 0
     }
 }

@@ -165,9 +165,10 @@ final class StationFixture {
     }
 
     /// Starts the station with --json, optionally inside a throttling cgroup, and waits until it is ready.
-    func startStation(cgroup: String? = nil, environment: [String] = []) throws -> PiflashProcess {
+    func startStation(cgroup: String? = nil, environment: [String] = [], netns: String? = nil) throws -> PiflashProcess {
         let wrap: ([String]) -> [String] = { command in
-            let withEnvironment = environment.isEmpty ? command : ["env"] + environment + command
+            var withEnvironment = environment.isEmpty ? command : ["env"] + environment + command
+            if let netns { withEnvironment = ["ip", "netns", "exec", netns] + withEnvironment }
             guard let cgroup else { return withEnvironment }
             return ["bash", "-c", "echo $$ > \(cgroup)/cgroup.procs && exec \"$@\"", "piflash-station-test"] + withEnvironment
         }
