@@ -13,7 +13,8 @@ export PATH := /opt/swift/usr/bin:$(PATH):/usr/sbin:/sbin
 # Debian packages piflash builds against, and the real tools its tests and demo use.
 APT_PACKAGES = pkg-config libudev-dev libblkid-dev libext2fs-dev libzstd-dev liblzma-dev zlib1g-dev \
 	libsqlite3-dev e2fsprogs dosfstools mtools fdisk udev zstd xz-utils util-linux age \
-	openssh-server openssh-client bmap-tools sqlite3 python3 gzip coreutils procps
+	openssh-server openssh-client bmap-tools sqlite3 python3 gzip coreutils procps \
+	postgresql
 
 BIN = .build/debug/piflash
 RELEASE_BIN = .build/release/piflash

@@ -12,15 +12,16 @@ struct History: AsyncParsableCommand {
             file, the result (ok, failed, or unfinished when the process died mid-flash), the \
             write rate and the error. The journal is an SQLite database: --journal PATH, else \
             /var/lib/piflash/journal.sqlite for root, else $XDG_STATE_HOME/piflash/journal.sqlite \
-            (~/.local/state/piflash/journal.sqlite). It holds file paths and SHA-256 digests, \
-            never secrets.
+            (~/.local/state/piflash/journal.sqlite); or a PostgreSQL database shared by several \
+            machines: --journal postgresql://USER@HOST[:PORT]/DB (the password from the URL or \
+            $PGPASSWORD). It holds file paths and SHA-256 digests, never secrets.
             """
     )
 
     @Argument(help: "Only this host's attempts.")
     var host: String?
 
-    @Option(help: ArgumentHelp("The journal database.", valueName: "path"))
+    @Option(help: ArgumentHelp("The journal: an SQLite file, or postgresql://USER@HOST[:PORT]/DB.", valueName: "path"))
     var journal: String?
 
     @Option(help: "Show at most this many attempts.")
@@ -35,20 +36,21 @@ struct History: AsyncParsableCommand {
 
     func run() async throws {
         let path = Journal.defaultPath(explicit: journal)
-        guard FileManager.default.fileExists(atPath: path) else {
+        guard Journal.isDatabaseURL(path) || FileManager.default.fileExists(atPath: path) else {
             if journal != nil {
                 throw PiflashError.usage("there is no journal at \(path)", path: path)
             }
             if !json { writeAll("no flashes recorded yet (no journal at \(path))\n", to: STDERR_FILENO) }
             return
         }
-        let entries = try Journal(path: path).entries(host: host, limit: limit)
+        let opened = try Journal(path: path)
+        let entries = try opened.entries(host: host, limit: limit)
         if json {
             for entry in entries { printJSON(entry.json) }
             return
         }
         if entries.isEmpty {
-            writeAll("no flashes recorded\(host.map { " for \($0)" } ?? "") in \(path)\n", to: STDERR_FILENO)
+            writeAll("no flashes recorded\(host.map { " for \($0)" } ?? "") in \(opened.path)\n", to: STDERR_FILENO)
             return
         }
         var rows: [[String]] = [["TIME (UTC)", "HOST", "TARGET", "RESULT", "MB/s", "ERROR"]]

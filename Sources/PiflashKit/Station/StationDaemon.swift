@@ -35,12 +35,18 @@ public final class StationDaemon: @unchecked Sendable {
     private let events: JSONLinesReporter
     private let startedAt = Date()
     private let machine: String
+    /// The station's name in the journal (`name`, else the machine's).
+    private let stationName: String
+    private var pulse: StationPulse?
 
     /// Shared between the event loop and the job threads.
     private struct Shared {
         var statuses: [String: SlotStatus] = [:]
         var dirty = true
         var finished: [String] = []
+        /// Slots whose job gave its card back to wait (the journal stopped answering, or every host
+        /// left in the queue is claimed), and how many seconds to wait before trying again.
+        var giveBack: [(slot: String, delay: Double)] = []
     }
     private let shared: Locked<Shared>
 
@@ -48,26 +54,32 @@ public final class StationDaemon: @unchecked Sendable {
     private var tracker = CardTracker()
     private var running: [String: (thread: WorkerThread, syspath: String)] = [:]
     private var pending: [String: String] = [:]
+    /// Cards (slot → syspath) left waiting: while the journal's database does not answer, or every
+    /// host left in the queue is claimed; retried once the journal answers, not before `retryAt`.
+    private var waitingCards: [String: (syspath: String, retryAt: Double)] = [:]
     private var drawnLines = 0
     private var loggedLines: [String: String] = [:]
     private var lastStateWrite = 0.0
 
     /// Prepares the station: opens the journal and the hosts folder and checks every host the
     /// station file names, so a typo fails now rather than at the first card.
+    /// - Parameter journal: the journal the jobs record into (opened from the station file when nil).
     /// - Throws: ``PiflashError`` (exit 2) for a bad hosts folder or host file, (exit 1) when the
     ///   journal cannot be opened.
-    public init(config: StationConfig, output: Output, runJob: @escaping StationJobRunner) throws {
+    public init(config: StationConfig, output: Output, journal: Journal? = nil,
+                runJob: @escaping StationJobRunner) throws {
         self.config = config
         self.output = output
         self.runJob = runJob
         catalog = try HostCatalog(directory: config.hosts)
-        journal = try Journal(path: Journal.defaultPath(explicit: config.journal))
+        self.journal = try journal ?? Journal(path: Journal.defaultPath(explicit: config.journal))
         statusFile = StationStatusFile(path: config.defaultStateFile())
         notifier = SystemdNotifier()
         events = JSONLinesReporter(interval: 0.5)
         var name = [UInt8](repeating: 0, count: 256)
         gethostname(&name, name.count - 1)
         machine = String(decoding: name.prefix { $0 != 0 }, as: UTF8.self)
+        stationName = config.name ?? machine
         var statuses: [String: SlotStatus] = [:]
         for slot in config.slots { statuses[slot.name] = SlotStatus(slot: slot.name) }
         shared = Locked(Shared(statuses: statuses))
@@ -77,7 +89,7 @@ public final class StationDaemon: @unchecked Sendable {
 
     /// The journal claimant of a slot: stable across restarts, so a restarted station takes its
     /// own stale claims back.
-    public func claimant(_ slot: SlotConfig) -> String { "station@\(machine):\(slot.name)" }
+    public func claimant(_ slot: SlotConfig) -> String { "station@\(stationName):\(slot.name)" }
 
     /// Runs until SIGTERM or SIGINT: handles the cards present at start-up, then every arrival.
     /// On the signal it stops taking cards, lets the running jobs stop (each leaves its card
@@ -87,6 +99,8 @@ public final class StationDaemon: @unchecked Sendable {
     public func run() throws {
         Interrupts.install()
         for slot in config.slots { try? journal.releaseClaims(claimant: claimant(slot)) }
+        startPulse()
+        defer { pulse?.stop() }
         let context = try UdevContext()
         // The monitor first: a card inserted while enumerating is not missed.
         let monitor = try UdevMonitor(context: context)
@@ -122,6 +136,7 @@ public final class StationDaemon: @unchecked Sendable {
                 break
             }
             reapFinished(live: live)
+            resumeWaiting(live: live)
             refresh()
         }
 
@@ -135,6 +150,7 @@ public final class StationDaemon: @unchecked Sendable {
             note("\(signalName): no new cards; waiting for \(running.count) running job(s) to stop safely")
         }
         pending.removeAll()
+        waitingCards.removeAll()
         while !running.isEmpty {
             for (slot, job) in running {
                 let done = shared.withLock { $0.finished.contains(slot) }
@@ -153,6 +169,7 @@ public final class StationDaemon: @unchecked Sendable {
                 }
             }
         }
+        flushJournalBeforeExit()
         refresh(final: true)
         writeState(force: true, running: false)
         if output == .json { events.event("station", [("state", "stopped")]) }
@@ -170,6 +187,7 @@ public final class StationDaemon: @unchecked Sendable {
         case .none:
             return
         case .removed:
+            waitingCards[slot.name] = nil
             if running[slot.name] != nil {
                 // The job sees its own I/O errors; the slot shows the failure it reports.
                 if pending[slot.name] == event.syspath { pending[slot.name] = nil }
@@ -196,9 +214,17 @@ public final class StationDaemon: @unchecked Sendable {
             state.finished.removeAll()
             return names
         }
+        let givenBack = shared.withLock { state in
+            let names = state.giveBack
+            state.giveBack.removeAll()
+            return names
+        }
         for name in finished {
             running[name]?.thread.join()
             let syspath = running.removeValue(forKey: name)?.syspath
+            if let syspath, let back = givenBack.last(where: { $0.slot == name }), (tracker.sizes[syspath] ?? 0) > 0 {
+                waitingCards[name] = (syspath, monotonicSeconds() + back.delay)
+            }
             // A verified card pulled before its thread was reaped: the slot is idle again. A failed
             // one keeps showing why it failed until the next card.
             if let syspath, (tracker.sizes[syspath] ?? 0) == 0 {
@@ -227,6 +253,14 @@ public final class StationDaemon: @unchecked Sendable {
             return
         }
         guard disk.size > 0 else { return }
+        if !journal.isAvailable {
+            waitingCards[slot.name] = (syspath, 0)
+            update(slot.name) { status in
+                status.state = .waiting(reason: journalUnreachable)
+                status.device = disk.devnode
+            }
+            return
+        }
         let decision: Decision
         do {
             decision = try live.decide(disk, policy: SafetyPolicy(maxSize: config.maxSize))
@@ -273,7 +307,19 @@ public final class StationDaemon: @unchecked Sendable {
             hostName = fixed
         } else {
             do {
-                guard let next = try journal.claimNextHost(queue: config.queue, claimant: claimant(slot)) else {
+                guard let next = try journal.claimNextHost(queue: config.queue, claimant: claimant(slot),
+                                                           staleAfter: config.heartbeatTimeout) else {
+                    if let queue = try? journal.queueStatus(queue: config.queue, staleAfter: config.heartbeatTimeout),
+                       !queue.claimed.isEmpty {
+                        // Hosts are left, all being flashed: one comes back if its flash fails or its
+                        // station stops heart-beating. The card waits for it.
+                        update(slot.name) { status in
+                            status.state = .waiting(reason: "every host left in the queue is being flashed; "
+                                                    + "the card gets the first that comes back")
+                        }
+                        shared.withLock { $0.giveBack.append((slot.name, 1)) }
+                        return
+                    }
                     fail(slot, disk: disk, host: nil,
                          error: .failure("the queue is empty: every host of it was flashed successfully or is being flashed",
                                          hint: "add hosts to queue in the station file"))
@@ -281,6 +327,13 @@ public final class StationDaemon: @unchecked Sendable {
                 }
                 claimed = next
                 hostName = next
+            } catch where !journal.isAvailable {
+                // The claim may have been written before the answer was lost: give it back first
+                // (kept in order until the database answers), then take the card again.
+                try? journal.releaseClaims(claimant: claimant(slot))
+                update(slot.name) { $0.state = .waiting(reason: journalUnreachable) }
+                shared.withLock { $0.giveBack.append((slot.name, 0)) }
+                return
             } catch {
                 fail(slot, disk: disk, host: nil, error: error as? PiflashError ?? .failure("\(error)"))
                 return
@@ -336,6 +389,68 @@ public final class StationDaemon: @unchecked Sendable {
                 : .failed(reason: result.error ?? "unknown error")
             status.journalID = entryID
         }
+    }
+
+    private var journalUnreachable: String {
+        "the journal \(journal.path) does not answer; the card is taken when it does"
+    }
+
+    /// Records kept while the journal's database did not answer get `heartbeat_timeout` seconds
+    /// (at most 60) more to be written before the station exits; what is still kept then is lost,
+    /// loudly.
+    private func flushJournalBeforeExit() {
+        guard journal.pendingWrites > 0 else { return }
+        pulse?.stop()
+        pulse = nil
+        let deadline = monotonicSeconds() + min(config.heartbeatTimeout, 60)
+        note("\(journal.pendingWrites) journal record(s) wait for the database; retrying before exiting")
+        while journal.pendingWrites > 0 && monotonicSeconds() < deadline {
+            if (try? journal.flushPending()) == 0 { break }
+            usleep(500_000)
+        }
+        if journal.pendingWrites > 0 {
+            warning("\(journal.pendingWrites) journal record(s) could not be written: \(journal.path) did not answer")
+        }
+    }
+
+    /// Waiting cards are tried again once the journal answers, nothing waits to be written, and
+    /// their delay has passed.
+    private func resumeWaiting(live: LiveDisks) {
+        guard !waitingCards.isEmpty, journal.isAvailable else { return }
+        let now = monotonicSeconds()
+        for (name, card) in waitingCards.sorted(by: { $0.key < $1.key }) where card.retryAt <= now && running[name] == nil {
+            waitingCards[name] = nil
+            guard let slot = config.slots.first(where: { $0.name == name }), (tracker.sizes[card.syspath] ?? 0) > 0 else {
+                continue
+            }
+            start(slot, syspath: card.syspath, live: live)
+        }
+    }
+
+    /// Starts the heartbeat thread (``StationPulse``): four heartbeats per `heartbeat_timeout`, at
+    /// most 5 s apart.
+    private func startPulse() {
+        let interval = min(max(config.heartbeatTimeout / 4, 0.5), 5)
+        let claimants = config.slots.map(claimant)
+        let name = stationName
+        let machine = machine
+        let started = startedAt
+        let pulse = StationPulse(journal: journal, interval: interval, beat: { [unowned self] in
+            let slots = JSONValue.array(self.statuses.map { .object($0.jsonFields) }).serialized()
+            return (StationHeartbeat(name: name, machine: machine, pid: getpid(), startedAt: started, slots: slots), claimants)
+        }, changed: { [unowned self] reachable, error in
+            if reachable {
+                self.note("the journal answers again: taking cards")
+                if self.output == .json { self.events.event("journal", [("state", "reachable")]) }
+            } else {
+                self.warning("the journal does not answer (\(error ?? "")): no new cards; running jobs finish and "
+                             + "are recorded when it answers again")
+                if self.output == .json { self.events.event("journal", [("state", "unreachable")]) }
+            }
+            self.shared.withLock { $0.dirty = true }
+        })
+        pulse.start()
+        self.pulse = pulse
     }
 
     /// The journal entry that shows the card in this slot was just provisioned, or why not.

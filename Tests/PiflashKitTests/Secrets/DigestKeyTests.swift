@@ -46,7 +46,7 @@ import Testing
     }
 
     @Test func ssidLength() {
-        #expect(WiFiRules.ssidProblem([]) ?.code == "ssid_length")
+        #expect(WiFiRules.ssidProblem([])?.code == "ssid_length")
         #expect(WiFiRules.ssidProblem(Array(repeating: 0x41, count: 32)) == nil)
         #expect(WiFiRules.ssidProblem(Array(repeating: 0x41, count: 33))?.code == "ssid_length")
         #expect(WiFiRules.ssidProblem(Array("café ☕".utf8)) == nil)
