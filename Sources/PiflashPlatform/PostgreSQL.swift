@@ -95,9 +95,13 @@ public final class PostgreSQLConnection {
     private let logger: Logger
     /// How long a connection attempt may take.
     public var connectTimeout: Double = 5
+    /// How long one statement may take before the connection is given up as lost (a statement
+    /// written to a connection the server already closed is never answered).
+    public var statementTimeout: Double = 30
+    private var inTransaction = false
 
     /// Whether the last call found the server reachable (a connection is open).
-    public var isConnected: Bool { connection != nil }
+    public var isConnected: Bool { connection.map { !$0.isClosed } ?? false }
 
     /// Opens a connection to `location` at once, so a wrong URL, user or database fails now.
     /// - Throws: ``PiflashError`` (exit 1) when the server cannot be reached or refuses.
@@ -110,12 +114,15 @@ public final class PostgreSQLConnection {
     }
 
     deinit {
-        if let connection { _ = try? connection.close().wait() }
+        disconnect()
     }
 
-    /// Connects when not connected.
+    /// Connects when not connected (or when the server closed the connection).
     public func connect() throws {
-        if connection != nil { return }
+        if let connection {
+            if !connection.isClosed { return }
+            self.connection = nil
+        }
         let tls: PostgresConnection.Configuration.TLS
         do {
             switch location.sslMode {
@@ -137,9 +144,9 @@ public final class PostgreSQLConnection {
         configuration.options.connectTimeout = .milliseconds(Int64(connectTimeout * 1000))
         nextID += 1
         do {
-            connection = try PostgresConnection.connect(
-                on: Self.group.next(), configuration: configuration, id: nextID, logger: logger
-            ).wait()
+            connection = try bounded(
+                PostgresConnection.connect(on: Self.group.next(), configuration: configuration, id: nextID, logger: logger),
+                seconds: connectTimeout + 1)
         } catch {
             throw convert(error, "cannot connect to \(location.description)")
         }
@@ -147,8 +154,25 @@ public final class PostgreSQLConnection {
 
     /// Closes the connection (the next call reconnects).
     public func disconnect() {
-        if let connection { _ = try? connection.close().wait() }
+        if let connection { _ = try? bounded(connection.close(), seconds: 5) }
         connection = nil
+    }
+
+    /// Thrown when the server does not answer in time.
+    struct Timeout: Error, CustomStringConvertible {
+        let seconds: Double
+        var description: String { "no answer within \(Int(seconds)) s" }
+    }
+
+    /// Waits (from a thread that is not the event loop's) for `future`, at most `seconds`.
+    private func bounded<T: Sendable>(_ future: EventLoopFuture<T>, seconds: Double) throws -> T {
+        let promise = future.eventLoop.makePromise(of: T.self)
+        future.cascade(to: promise)
+        let timer = future.eventLoop.scheduleTask(in: .milliseconds(Int64(seconds * 1000))) {
+            promise.fail(Timeout(seconds: seconds))
+        }
+        defer { timer.cancel() }
+        return try promise.futureResult.wait()
     }
 
     /// Runs one statement and returns its rows.
@@ -166,6 +190,8 @@ public final class PostgreSQLConnection {
     /// Runs `body` between `BEGIN` and `COMMIT` (`ROLLBACK` when it throws).
     public func transaction<T>(_ body: () throws -> T) throws -> T {
         try run("BEGIN")
+        inTransaction = true
+        defer { inTransaction = false }
         let result: T
         do {
             result = try body()
@@ -178,6 +204,12 @@ public final class PostgreSQLConnection {
     }
 
     private func execute(_ sql: String, _ parameters: [SQLiteValue]) throws -> (rows: [SQLiteRow], changed: Int) {
+        if inTransaction, !isConnected {
+            // Never reconnect in the middle of a transaction: its first statements are gone.
+            disconnect()
+            throw PiflashError(.failure, "the connection to \(location.description) was lost during a transaction",
+                               path: location.description, call: "postgresql")
+        }
         try connect()
         guard let connection else { preconditionFailure("connect() leaves a connection or throws") }
         var bindings = PostgresBindings(capacity: parameters.count)
@@ -193,7 +225,7 @@ public final class PostgreSQLConnection {
         let query = PostgresQuery(unsafeSQL: Self.numberPlaceholders(sql), binds: bindings)
         let result: PostgresQueryResult
         do {
-            result = try connection.query(query, logger: logger).wait()
+            result = try bounded(connection.query(query, logger: logger), seconds: statementTimeout)
         } catch {
             throw convert(error, "PostgreSQL statement failed")
         }

@@ -73,8 +73,11 @@ public final class PostgreSQLTestServer: @unchecked Sendable {
     public func start() throws {
         let options = "-p \(port) -k \(folder) -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
             + "-c full_page_writes=off -c max_connections=50"
-        try asServerUser(["\(bin)/pg_ctl", "-D", "\(folder)/data", "-o", options, "-l", "\(folder)/server.log",
-                          "-w", "-t", "60", "start"])
+        // The server must not inherit any descriptor of this process (another test's pipe would
+        // then never see its end): everything above 2 is closed before pg_ctl runs.
+        let closeInherited = #"for fd in /proc/self/fd/*; do n=${fd##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done; exec "$@""#
+        try asServerUser(["bash", "-c", closeInherited, "pg_ctl", "\(bin)/pg_ctl", "-D", "\(folder)/data", "-o", options,
+                          "-l", "\(folder)/server.log", "-w", "-t", "60", "start"])
     }
 
     /// Stops the server (fast shutdown: clients are disconnected), waiting until it is down.
@@ -117,26 +120,38 @@ public final class PostgreSQLTestServer: @unchecked Sendable {
         _ = try Self.run(geteuid() == 0 ? ["runuser", "-u", "postgres", "--"] + arguments : arguments)
     }
 
+    /// Runs a program; its output goes through a file, not a pipe: the server that `pg_ctl start`
+    /// leaves running must not hold a pipe whose end someone waits for.
     @discardableResult
     static func run(_ arguments: [String]) throws -> String {
+        let base = NSTemporaryDirectory() + "piflash-pg-run-" + UUID().uuidString
+        var handles: [FileHandle] = []
+        for file in [base + ".out", base + ".err"] {
+            guard FileManager.default.createFile(atPath: file, contents: nil),
+                  let handle = FileHandle(forWritingAtPath: file) else {
+                throw Failure(description: "cannot create \(file)")
+            }
+            handles.append(handle)
+        }
+        defer {
+            try? FileManager.default.removeItem(atPath: base + ".out")
+            try? FileManager.default.removeItem(atPath: base + ".err")
+        }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = arguments
-        let output = Pipe()
-        let errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
+        process.standardOutput = handles[0]
+        process.standardError = handles[1]
         process.standardInput = FileHandle.nullDevice
         try process.run()
-        // Read both to the end (pg_ctl's server inherits neither: it logs to -l).
-        let out = output.fileHandleForReading.readDataToEndOfFile()
-        let err = errors.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
+        for handle in handles { try? handle.close() }
+        let output = (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? ""
         guard process.terminationStatus == 0 else {
-            throw Failure(description: "\(arguments.joined(separator: " ")) failed (\(process.terminationStatus)): "
-                          + String(decoding: err, as: UTF8.self))
+            let errors = (try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? ""
+            throw Failure(description: "\(arguments.joined(separator: " ")) failed (\(process.terminationStatus)): \(errors)")
         }
-        return String(decoding: out, as: UTF8.self)
+        return output
     }
 
     /// A TCP port on 127.0.0.1 that nothing listens on now.

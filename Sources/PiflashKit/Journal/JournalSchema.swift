@@ -47,10 +47,10 @@ struct JournalDialect: Sendable {
         blob: "BYTEA",
         nowEpoch: "(extract(epoch from clock_timestamp())::float8)",
         lockClaims: "LOCK TABLE claims IN EXCLUSIVE MODE",
-        // A transaction-scoped advisory lock (any fixed number: "piflash" in ASCII) makes two
+        // A transaction-scoped advisory lock (any fixed number: 0x7069666c = "pifl") makes two
         // stations opening a fresh database at once migrate one after the other.
         prepareMigration: [
-            "SELECT pg_advisory_xact_lock(112105102108097115104)",
+            "SELECT pg_advisory_xact_lock(1885955692)",
             "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)",
         ],
         readVersion: "SELECT coalesce(max(version), 0) AS version FROM schema_version",

@@ -68,7 +68,7 @@ final class SQLiteJournalStore: JournalStore {
         try database.withLock { db in
             // Several processes may open a fresh journal at once (the station's slots, a concurrent
             // `piflash history`): the switch to WAL and the schema wait for each other.
-            try db.retryingWhileBusy { try db.query("PRAGMA journal_mode=WAL") }
+            _ = try db.retryingWhileBusy { try db.query("PRAGMA journal_mode=WAL") }
             try db.execute("PRAGMA foreign_keys=ON")
             try db.retryingWhileBusy { try db.transaction { try body(db, .sqlite, path) } }
         }

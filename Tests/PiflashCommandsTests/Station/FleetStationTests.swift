@@ -50,12 +50,12 @@ struct FleetStationTests {
     func expectCard(_ card: String, holds host: String, _ fixture: StationFixture) throws {
         let secrets = "\(fixture.hostsDir)/secrets/\(host)"
         let expectedKey = try Shell.sh("cat '\(secrets)/ssh_host_ed25519_key'")
-        try StationFixture.withMountedRoot(of: card, in: fixture.scratch) { root in
-            #expect(try Shell.sh("cat '\(root)/var/lib/bootstrap/ssh_host_ed25519_key'") == expectedKey,
-                    "\(card) holds \(host)'s host key")
-            #expect(try Shell.sh("cat '\(root)/var/lib/networkmanager/system-connections.env'")
-                == "WIFI_SSID=net-\(host)\nWIFI_PSK=psk-\(host)\n")
+        let (key, env) = try StationFixture.withMountedRoot(of: card, in: fixture.scratch) { root throws -> (String, String) in
+            (try Shell.sh("cat '\(root)/var/lib/bootstrap/ssh_host_ed25519_key'"),
+             try Shell.sh("cat '\(root)/var/lib/networkmanager/system-connections.env'"))
         }
+        #expect(key == expectedKey, "\(card) holds \(host)'s host key")
+        #expect(env == "WIFI_SSID=net-\(host)\nWIFI_PSK=psk-\(host)\n")
     }
 
     /// The journal's attempts through `piflash history --json` (the command's own PostgreSQL path).
