@@ -251,3 +251,37 @@ struct FleetStationTests {
         #expect(try server.psql("journal", "SELECT count(*) FROM claims") == "0", "every claim was given back")
     }
 }
+
+/// The commands that take `--journal` with a `postgresql://` URL: no devices needed.
+@Suite("commands with a PostgreSQL journal", .serialized,
+       .enabled(if: PostgreSQLTestServer.unavailableReason == nil, "needs Debian's postgresql"))
+struct SharedJournalCommandTests {
+    @Test("write --output records into PostgreSQL; history reads it back; an unreachable server is exit 1, a bad URL exit 2")
+    func writeAndHistory() throws {
+        let server = try #require(PostgreSQLTestServer.shared, "the PostgreSQL test server started")
+        let url = try server.createDatabase()
+        let database = String(url.split(separator: "/").last!)
+        let scratch = try ScratchDirectory()
+        let raw = try ImageFixture.make(in: scratch)
+        let zst = try ImageFixture.compress(raw, "zst")
+        let run = try runPiflash(["write", zst, "--output", scratch.file("out.img"), "--json", "--journal", url])
+        #expect(run.status == 0, "stderr: \(run.stderr)")
+        let sha = try #require(run.result?["image_sha256"] as? String)
+        #expect(try server.psql(database, "SELECT command, ok, output_path, image_sha256, finished_at IS NOT NULL FROM flashes")
+            == "write|1|\(scratch.file("out.img"))|\(sha)|t")
+
+        let history = try Shell.run([Shell.piflash, "history", "--journal", url, "--json"])
+        #expect(history.status == 0, "\(history.stderr)")
+        let entries = history.stdout.split(separator: "\n").compactMap { StationFixture.event(String($0)) }
+        #expect(entries.count == 1 && entries.first?["output"] as? String == scratch.file("out.img"))
+        let table = try Shell.run([Shell.piflash, "history", "--journal", url])
+        #expect(table.status == 0 && table.stdout.contains("ok"), "\(table.stdout)")
+
+        let port = try PostgreSQLTestServer.freePort()
+        let unreachable = try Shell.run([Shell.piflash, "history", "--journal", "postgresql://piflash:hunter2@127.0.0.1:\(port)/j"])
+        #expect(unreachable.status == 1, "\(unreachable.stderr)")
+        #expect(unreachable.stderr.contains("cannot connect") && !unreachable.stderr.contains("hunter2"), "\(unreachable.stderr)")
+        let malformed = try Shell.run([Shell.piflash, "history", "--journal", "postgresql://127.0.0.1/j"])
+        #expect(malformed.status == 2 && malformed.stderr.contains("no user"), "\(malformed.stderr)")
+    }
+}
