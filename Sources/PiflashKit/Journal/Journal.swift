@@ -226,6 +226,16 @@ public final class Journal: Sendable {
         }
     }
 
+    /// Runs `body` on the SQLite connection, for maintenance only SQLite has (`VACUUM`, WAL
+    /// checkpoints).
+    /// - Throws: ``PiflashError`` (exit 2) for a PostgreSQL journal.
+    func withDatabase<T: Sendable>(_ body: (SQLiteDatabase) throws -> T) throws -> T {
+        guard let sqlite = store as? SQLiteJournalStore else {
+            throw PiflashError.usage("this works on an SQLite journal only, not on \(path)")
+        }
+        return try sqlite.withDatabase(body)
+    }
+
     private func read<T: Sendable>(_ body: (any JournalSQL) throws -> T) throws -> T {
         try plain { try store.transaction(write: false, body) }
     }

@@ -63,6 +63,11 @@ final class SQLiteJournalStore: JournalStore {
         try database.withLock { db in try db.transaction(immediate: write) { try body(db) } }
     }
 
+    /// The SQLite connection itself, for what only SQLite has (`VACUUM`, WAL checkpoints).
+    func withDatabase<T: Sendable>(_ body: (SQLiteDatabase) throws -> T) throws -> T {
+        try database.withLock { db in try body(db) }
+    }
+
     func migrate(_ body: (any JournalSQL, JournalDialect, String) throws -> Void) throws {
         let path = path
         try database.withLock { db in
