@@ -182,6 +182,36 @@ struct FleetStationTests {
         #expect(second.finish(timeout: 60).status == 0)
     }
 
+    @Test("a station restarted after SIGKILL takes its own claim back at once (long before the heartbeat timeout)")
+    func restartedStationTakesItsClaimBack() throws {
+        let server = try #require(PostgreSQLTestServer.shared, "the PostgreSQL test server started")
+        let url = try server.createDatabase()
+        let database = String(url.split(separator: "/").last!)
+        let fixture = try StationFixture(slots: [244], hosts: ["pi-01"])
+        // A timeout of an hour: only the restart can give the claim back within this test.
+        let one = try stationFile(fixture, name: "bench-1", journal: url, slots: [0], queue: ["pi-01"], timeout: 3600)
+        let group = try fixture.throttle([(fixture.loops[0].majorMinor, 2_000_000, nil)])
+        let first = try fixture.startStation(config: one, cgroup: group)
+        defer { if first.isRunning { kill(first.pid, SIGKILL) } }
+        let card = try fixture.blankCard("card")
+        try fixture.loops[0].insert(card)
+        #expect(StationEvents(first).next { $0["event"] as? String == "progress" && $0["phase"] as? String == "write" } != nil)
+        kill(first.pid, SIGKILL)
+        _ = first.finish(timeout: 30)
+        #expect(try server.psql(database, "SELECT claimant FROM claims WHERE host = 'pi-01'") == "station@bench-1:TA")
+
+        // The same station again: the card still in its slot is handled at start-up, with pi-01.
+        fixture.unthrottle(group, fixture.loops[0].majorMinor)
+        let again = try fixture.startStation(config: one)
+        defer { if again.isRunning { kill(again.pid, SIGKILL) } }
+        let result = try #require(results(StationEvents(again), ["TA"], timeout: 120)["TA"])
+        #expect(result["ok"] as? Bool == true, "\(result["error"] ?? "")")
+        #expect(result["host"] as? String == "pi-01")
+        #expect(try server.psql(database, "SELECT ok, finished_at IS NULL FROM flashes ORDER BY id") == "0|t\n1|f")
+        kill(again.pid, SIGTERM)
+        #expect(again.finish(timeout: 60).status == 0)
+    }
+
     @Test("the database restarted mid-run: no new cards while it is down, running jobs finish and are recorded once it is back, nothing lost or doubled")
     func databaseRestartMidRun() throws {
         // Its own server: this test stops and starts it.
