@@ -13,8 +13,15 @@ export PATH := /opt/swift/usr/bin:$(PATH):/usr/sbin:/sbin
 # Debian packages piflash builds against, and the real tools its tests and demo use.
 APT_PACKAGES = pkg-config libudev-dev libblkid-dev libext2fs-dev libzstd-dev liblzma-dev zlib1g-dev \
 	libsqlite3-dev e2fsprogs dosfstools mtools fdisk udev zstd xz-utils util-linux age \
-	openssh-server openssh-client bmap-tools sqlite3 python3 gzip coreutils procps \
-	postgresql
+	openssh-server openssh-client bmap-tools sqlite3 python3 gzip coreutils procps iproute2 postgresql \
+	$(FIRSTBOOT_TEST_PACKAGES)
+
+# The real readers the first-boot tests check against: Nix (evaluates hosts/nixos with
+# ../shared/nixpkgs-lib), GLib's keyfile parser (python3-gi, NetworkManager's layer),
+# NetworkManager's keyfile reader (gir1.2-nm-1.0: libnm's nm_keyfile_read), systemd-dissect and
+# systemd-nspawn (systemd-container: systemd's own env-file parser offline, and a real systemd
+# booted as PID 1), wpa_passphrase (wpasupplicant) and envsubst (gettext-base).
+FIRSTBOOT_TEST_PACKAGES = nix-bin python3-gi gir1.2-nm-1.0 systemd-container wpasupplicant gettext-base
 
 BIN = .build/debug/piflash
 RELEASE_BIN = .build/release/piflash

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <linux/fs.h>
 #include <scsi/sg.h>
 
@@ -49,4 +50,12 @@ int piflash_scsi_eject(int fd) {
     int rc = scsi_command(fd, allow, sizeof(allow));
     if (rc < 0) return rc;
     return scsi_command(fd, stop_eject, sizeof(stop_eject));
+}
+
+int piflash_set_dumpable(int value) {
+    return prctl(PR_SET_DUMPABLE, (unsigned long)value, 0UL, 0UL, 0UL);
+}
+
+int piflash_get_dumpable(void) {
+    return prctl(PR_GET_DUMPABLE, 0UL, 0UL, 0UL, 0UL);
 }

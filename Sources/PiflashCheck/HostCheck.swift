@@ -22,11 +22,16 @@ public struct HostCheckPlan: Sendable {
     public var keyExchangeTimeout: Double
     /// Seconds for each tcp or http check.
     public var checkTimeout: Double
+    /// `--scan CIDR`: find the address first, as the one whose SSH server presents the pinned key;
+    /// ``address`` is then only a placeholder until the scan found it.
+    public var scan: AddressRange?
 
     public init(
         host: String, address: String, sshPort: Int, timeout: Double, pinnedKey: SSHHostKey,
-        tcpPorts: [Int] = [], httpURLs: [String] = [], keyExchangeTimeout: Double = 15, checkTimeout: Double = 10
+        tcpPorts: [Int] = [], httpURLs: [String] = [], keyExchangeTimeout: Double = 15, checkTimeout: Double = 10,
+        scan: AddressRange? = nil
     ) {
+        self.scan = scan
         self.host = host
         self.address = address
         self.sshPort = sshPort
@@ -57,6 +62,12 @@ public enum HostCheckEvent: Sendable {
     case hostKey(expected: String, observed: String, algorithm: String, matches: Bool, latencyMs: Double)
     /// A tcp or http check finished.
     case check(CheckOutcome)
+    /// `--scan`: a round of key exchanges with every address of `range` begins.
+    case scanning(range: String, addresses: Int, port: Int, round: Int)
+    /// `--scan`: a server presented another key than the pinned one (reported once per address).
+    case otherKey(ScannedKey)
+    /// `--scan`: this address presented the pinned key.
+    case found(address: String, fingerprint: String)
 
     /// The `event` name in `--json` output.
     public var name: String {
@@ -66,6 +77,9 @@ public enum HostCheckEvent: Sendable {
         case .reachable: return "reachable"
         case .hostKey: return "host_key"
         case .check: return "check"
+        case .scanning: return "scanning"
+        case .otherKey: return "scan_other_key"
+        case .found: return "scan_found"
         }
     }
 
@@ -90,6 +104,16 @@ public enum HostCheckEvent: Sendable {
         case .check(let outcome):
             guard case .object(let pairs) = outcome.json else { preconditionFailure("CheckOutcome.json is an object") }
             fields += pairs
+        case .scanning(let range, let addresses, let port, let round):
+            fields += [
+                ("range", .string(range)), ("addresses", .int(Int64(addresses))), ("port", .int(Int64(port))),
+                ("round", .int(Int64(round))),
+            ]
+        case .otherKey(let key):
+            guard case .object(let pairs) = key.json else { preconditionFailure("ScannedKey.json is an object") }
+            fields += pairs
+        case .found(let address, let fingerprint):
+            fields += [("address", .string(address)), ("fingerprint", .string(fingerprint))]
         }
         return .object(fields)
     }
@@ -110,6 +134,14 @@ public enum HostCheckEvent: Sendable {
         case .check(let outcome):
             let latency = (outcome.latencyMs * 10).rounded() / 10
             return "\(outcome.ok ? "✓" : "✗") \(outcome.kind.rawValue) \(outcome.target): \(outcome.detail) (\(latency) ms)"
+        case .scanning(let range, let addresses, let port, let round):
+            return round == 1
+                ? "scanning \(range) (\(addresses) address\(addresses == 1 ? "" : "es"), port \(port)) for the pinned key…"
+                : "not found yet; scanning \(range) again (round \(round))…"
+        case .otherKey(let key):
+            return "✗ \(key.address): not this host, it presents \(key.fingerprint) (\(key.algorithm))"
+        case .found(let address, let fingerprint):
+            return "✓ \(address) presents the pinned key \(fingerprint)"
         }
     }
 }
@@ -125,6 +157,8 @@ public struct HostCheckResult: Sendable {
     /// Seconds until the SSH port answered, when it did.
     public var waitedSeconds: Double?
     public var checks: [CheckOutcome]
+    /// What `--scan` found, when the address came from a scan.
+    public var scan: HostScanResult?
     /// Why the check failed; nil when everything passed.
     public var error: PiflashError?
 
@@ -141,7 +175,7 @@ public struct HostCheckResult: Sendable {
             ("port", .int(Int64(port))), ("expected_fingerprint", .string(expectedFingerprint)),
             ("observed_fingerprint", .string(observedFingerprint)),
             ("waited_seconds", waitedSeconds.map { .double($0) } ?? .null),
-            ("checks", .array(checks.map(\.json))), ("error", .string(error?.description)),
+            ("checks", .array(checks.map(\.json))), ("scan", scan?.json ?? .null), ("error", .string(error?.description)),
             ("exit_code", .int(Int64(exitStatus.rawValue))),
         ])
     }
@@ -177,6 +211,16 @@ public enum HostCheck {
         _ plan: HostCheckPlan, group: any EventLoopGroup, into result: inout HostCheckResult,
         report: @escaping @Sendable (HostCheckEvent) -> Void
     ) async throws {
+        var plan = plan
+        if let range = plan.scan {
+            let scanPlan = HostScanPlan(
+                host: plan.host, range: range, port: plan.sshPort, pinnedKey: plan.pinnedKey, timeout: plan.timeout)
+            let scan = try await HostScan.run(scanPlan, group: group, report: report)
+            result.scan = scan
+            guard let address = scan.matches.first else { throw HostScan.noMatchError(scanPlan, scan) }
+            plan.address = address
+            result.address = address
+        }
         report(.waiting(address: plan.address, port: plan.sshPort, timeout: plan.timeout))
         let start = monotonicSeconds()
         let waited = try await waitForPort(

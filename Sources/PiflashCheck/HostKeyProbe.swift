@@ -28,11 +28,31 @@ public enum HostKeyProbe {
 
     /// The server's host key as an SSH wire blob, on a caller-owned event loop group.
     public static func fetch(host: String, port: Int, timeout: Double, group: any EventLoopGroup) async throws -> [UInt8] {
+        switch await probe(host: host, port: port, connectTimeout: timeout, timeout: timeout, group: group) {
+        case .key(let blob): return blob
+        case .noConnection(let error), .noKey(let error): throw error
+        }
+    }
+
+    /// How a probe ended: with the key, without a connection, or connected but without a key.
+    enum Outcome: Sendable {
+        case key([UInt8])
+        /// Refused, unreachable, or no answer within the connect timeout.
+        case noConnection(PiflashError)
+        /// Something answered, but no SSH host key arrived.
+        case noKey(PiflashError)
+    }
+
+    /// Runs the key exchange with `host:port`: `connectTimeout` seconds to connect, then `timeout`
+    /// seconds for the key to arrive. Never throws.
+    static func probe(
+        host: String, port: Int, connectTimeout: Double, timeout: Double, group: any EventLoopGroup
+    ) async -> Outcome {
         let target = hostPort(host, port)
         let loop = group.next()
         let keyPromise = loop.makePromise(of: NIOSSHPublicKey.self)
         let bootstrap = ClientBootstrap(group: loop)
-            .connectTimeout(timeAmount(seconds: timeout))
+            .connectTimeout(timeAmount(seconds: connectTimeout))
             .channelOption(ChannelOptions.socket(SocketOptionLevel(IPPROTO_TCP), TCP_NODELAY), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -56,7 +76,8 @@ public enum HostKeyProbe {
             channel = try await bootstrap.connect(host: host, port: port).get()
         } catch {
             keyPromise.fail(error)
-            throw PiflashError.failure("could not connect to \(target) for the SSH key exchange: \(describeNetworkError(error))")
+            return .noConnection(
+                PiflashError.failure("could not connect to \(target) for the SSH key exchange: \(describeNetworkError(error))"))
         }
         let deadline = loop.scheduleTask(in: timeAmount(seconds: timeout)) {
             keyPromise.fail(ProbeError.timedOut)
@@ -73,15 +94,15 @@ public enum HostKeyProbe {
             try? await channel.close()
             switch error {
             case ProbeError.timedOut:
-                throw PiflashError.failure(
+                return .noKey(PiflashError.failure(
                     "\(target) accepted the connection but sent no SSH host key within \(formatSeconds(timeout))",
-                    hint: "is an SSH server listening there?")
+                    hint: "is an SSH server listening there?"))
             case ProbeError.closedBeforeHostKey:
-                throw PiflashError.failure(
+                return .noKey(PiflashError.failure(
                     "\(target) closed the connection before sending its SSH host key",
-                    hint: "the server may offer no host key algorithm piflash supports (ed25519, ECDSA) or refuse the connection")
+                    hint: "the server may offer no host key algorithm piflash supports (ed25519, ECDSA) or refuse the connection"))
             default:
-                throw PiflashError.failure("the SSH key exchange with \(target) failed: \(describeNetworkError(error))")
+                return .noKey(PiflashError.failure("the SSH key exchange with \(target) failed: \(describeNetworkError(error))"))
             }
         }
 
@@ -90,7 +111,7 @@ public enum HostKeyProbe {
         guard fields.count >= 2, let data = Data(base64Encoded: String(fields[1])) else {
             preconditionFailure("NIOSSH produced a malformed OpenSSH public key string: \(openSSH)")
         }
-        return [UInt8](data)
+        return .key([UInt8](data))
     }
 }
 

@@ -18,12 +18,18 @@ struct Check: AsyncParsableCommand {
             reporting each with its latency.
 
             The address is --address, else [check] address, else HOST.local; the SSH port is \
-            --ssh-port, else [check] ssh_port, else 22. --pinned-key overrides the pinned key (an \
+            --ssh-port, else [check] ssh_port, else 22. With --scan CIDR the address is found instead: \
+            piflash runs the SSH key exchange with every address of the block you name that answers \
+            on the SSH port (at most 256 connections at once, 1 s to connect and 3 s for the exchange \
+            per address, a /16 at most), in rounds until --timeout, and uses the address whose server \
+            presents the pinned key — proof that it is the host. Servers presenting other keys are \
+            reported as not the host. No address is ever scanned unless you name the block. --pinned-key overrides the pinned key (an \
             `ssh-ed25519 AAAA…` line or a .pub file); the host file is then optional.
 
             Exit status: 0 when the key matches and every check passes; 1 when the host did not \
             answer in time or a check failed; 2 for a usage or host file error; 4 when the host \
-            presents another key than the pinned one (both fingerprints are printed).
+            presents another key than the pinned one (both fingerprints are printed). With --scan, \
+            exit 1 when no address in the block presents the pinned key within --timeout.
             """
     )
 
@@ -36,7 +42,13 @@ struct Check: AsyncParsableCommand {
     @Option(name: .customLong("ssh-port"), help: ArgumentHelp("The SSH port. Default: [check] ssh_port, else 22.", valueName: "n"))
     var sshPort: Int?
 
-    @Option(help: ArgumentHelp("Seconds to wait for the SSH port to answer.", valueName: "seconds"))
+    @Option(
+        help: ArgumentHelp(
+            "Find the host in this address block (e.g. 192.168.1.0/24, at most a /16): the address whose SSH server presents the pinned key.",
+            valueName: "cidr"))
+    var scan: String?
+
+    @Option(help: ArgumentHelp("Seconds to wait for the SSH port to answer (with --scan: to find the host).", valueName: "seconds"))
     var timeout: Double = 300
 
     @OptionGroup var hostsFolder: HostsFolderOptions
@@ -65,6 +77,9 @@ struct Check: AsyncParsableCommand {
         if let address, address.isEmpty {
             throw ValidationError("--address must not be empty")
         }
+        if scan != nil && address != nil {
+            throw ValidationError("--scan finds the address: give either --scan or --address, not both")
+        }
     }
 
     func run() async throws {
@@ -77,6 +92,13 @@ struct Check: AsyncParsableCommand {
             throw ExitCode(error.status.rawValue)
         }
         let result = await HostCheck.run(plan) { event in output.event(event) }
+        if writeKnownHosts, let found = result.scan?.matches.first {
+            do {
+                try pinKnownHosts(name: plan.host, address: found, port: plan.sshPort, key: plan.pinnedKey, output: output)
+            } catch let error as PiflashError {
+                output.warning(error.description)
+            }
+        }
         output.finish(result)
         if result.exitStatus != .success {
             throw ExitCode(result.exitStatus.rawValue)
@@ -86,7 +108,6 @@ struct Check: AsyncParsableCommand {
     /// Resolves the host file, the pinned key, the address and the port; writes known_hosts
     /// when asked (the pinned key is trusted before first contact).
     private func makePlan(output: CheckOutput) throws -> HostCheckPlan {
-        let environment = ProcessInfo.processInfo.environment
         let hostFile: HostFile?
         do {
             hostFile = try hostsFolder.catalog().load(host)
@@ -96,25 +117,32 @@ struct Check: AsyncParsableCommand {
         }
 
         let name = hostFile?.name ?? host
+        let range = try scan.map { try AddressRange(cidr: $0) }
         let key = try resolvePinnedKey(hostFile: hostFile)
-        let address = address ?? hostFile?.check?.address ?? "\(name).local"
+        let address = range.map(\.description) ?? address ?? hostFile?.check?.address ?? "\(name).local"
         let port = sshPort ?? hostFile?.check?.sshPort ?? 22
 
-        if writeKnownHosts {
-            let file = try KnownHostsFile.userDefault(environment: environment)
-            var names = [name]
-            if address != name { names.append(address) }
-            let patterns = names.map { KnownHostsFile.hostPattern(address: $0, port: port) }
-            let added = try file.add(patterns: patterns, key: key)
-            output.note(
-                added.isEmpty
-                    ? "\(file.path) already pins \(key.fingerprint) for \(patterns.joined(separator: ", "))"
-                    : "added the pinned key \(key.fingerprint) for \(added.joined(separator: ", ")) to \(file.path)")
+        // The pinned key is trusted before first contact; with --scan, once the scan found the address.
+        if writeKnownHosts && range == nil {
+            try pinKnownHosts(name: name, address: address, port: port, key: key, output: output)
         }
 
         return HostCheckPlan(
             host: name, address: address, sshPort: port, timeout: timeout, pinnedKey: key,
-            tcpPorts: hostFile?.check?.tcp ?? [], httpURLs: hostFile?.check?.http ?? [])
+            tcpPorts: hostFile?.check?.tcp ?? [], httpURLs: hostFile?.check?.http ?? [], scan: range)
+    }
+
+    /// Adds the pinned key for the host name and `address` to `~/.ssh/known_hosts`, unless it is there.
+    private func pinKnownHosts(name: String, address: String, port: Int, key: SSHHostKey, output: CheckOutput) throws {
+        let file = try KnownHostsFile.userDefault(environment: ProcessInfo.processInfo.environment)
+        var names = [name]
+        if address != name { names.append(address) }
+        let patterns = names.map { KnownHostsFile.hostPattern(address: $0, port: port) }
+        let added = try file.add(patterns: patterns, key: key)
+        output.note(
+            added.isEmpty
+                ? "\(file.path) already pins \(key.fingerprint) for \(patterns.joined(separator: ", "))"
+                : "added the pinned key \(key.fingerprint) for \(added.joined(separator: ", ")) to \(file.path)")
     }
 
     /// `--pinned-key` (a line, or a file holding one), else the key derived from the host's secrets.

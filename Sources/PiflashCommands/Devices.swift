@@ -19,14 +19,17 @@ struct Devices: AsyncParsableCommand {
             Human output is a table on stdout: DEVICE, SIZE, BUS, RO (read-only), MODEL, VENDOR, \
             SERIAL and BY-PATH (the udev ID_PATH of the port, stable across cards), then one line per \
             partition with its filesystem, label and mount points; with --all, a STATUS column and \
-            the reasons of each refused disk.
+            the reasons of each refused disk. Virtual disks with nothing behind them (detached loop \
+            devices, empty zram and nbd devices) are not listed one by one: a last line counts them \
+            ("8 empty loop/zram devices not shown"), and --verbose lists them too.
 
             With --json, one JSON object per line: an {"event":"device",...} object per disk \
             (device, sysname, model, vendor, serial, size in bytes, bus, by_path, by_path_link, \
             removable, read_only, tagged, mountpoints, partitions, holders, candidate, because, \
             reasons with code and message, will_unmount, properties), then a final \
             {"event":"result","ok":true,"candidates":N,"devices":N,"max_size":BYTES} (on failure \
-            "ok":false with "error" and "exit_code").
+            "ok":false with "error" and "exit_code"). With --json, --all lists every disk, the \
+            unused virtual ones included.
 
             Exit status: 0 when the list was made (even if it is empty), 1 when udev or the mount \
             table could not be read, 2 for a bad option.
@@ -35,6 +38,9 @@ struct Devices: AsyncParsableCommand {
 
     @Flag(name: .long, help: "Also list every refused disk, with the reasons it is refused.")
     var all = false
+
+    @Flag(name: .long, help: "With --all, also list the unused virtual disks (detached loop, empty zram and nbd devices) instead of counting them. Implies --all.")
+    var verbose = false
 
     @Flag(name: .long, help: "Print one JSON object per line instead of a table.")
     var json = false
@@ -63,7 +69,12 @@ struct Devices: AsyncParsableCommand {
             ])
             throw error
         }
-        let shown = all ? surveyed : surveyed.filter(\.decision.isCandidate)
+        let all = self.all || verbose
+        let listed = all ? surveyed : surveyed.filter(\.decision.isCandidate)
+        // A person reads the disks they could mean; scripts (--json) get every disk.
+        let hideUnused = !json && !verbose
+        let shown = hideUnused ? listed.filter { !$0.disk.isUnusedVirtualDisk } : listed
+        let unused = hideUnused ? listed.filter(\.disk.isUnusedVirtualDisk).map(\.disk) : []
         let candidates = surveyed.filter(\.decision.isCandidate).count
         if json {
             let reporter = JSONLinesReporter()
@@ -77,6 +88,7 @@ struct Devices: AsyncParsableCommand {
             return
         }
         if !shown.isEmpty { writeAll(DeviceTable.render(shown, showStatus: all), to: 1) }
+        if let line = DeviceTable.unusedLine(unused) { writeAll(line + "\n", to: 1) }
         if candidates == 0 {
             let hint = all
                 ? "No candidate: insert a card (or tag a disk with PIFLASH_CANDIDATE=1).\n"
@@ -88,6 +100,20 @@ struct Devices: AsyncParsableCommand {
 
 /// The aligned table of `piflash devices`.
 enum DeviceTable {
+    /// The count of unused virtual disks left out of the table, by kind:
+    /// `8 empty loop/zram devices not shown (7 loop, 1 zram; --verbose lists them)`; nil for none.
+    static func unusedLine(_ disks: [DiskDescription]) -> String? {
+        guard !disks.isEmpty else { return nil }
+        var counts: [(DiskBus, Int)] = []
+        for disk in disks {
+            if let index = counts.firstIndex(where: { $0.0 == disk.bus }) { counts[index].1 += 1 } else { counts.append((disk.bus, 1)) }
+        }
+        let kinds = counts.map(\.0.rawValue).joined(separator: "/")
+        let noun = disks.count == 1 ? "device" : "devices"
+        let split = counts.count > 1 ? counts.map { "\($0.1) \($0.0.rawValue)" }.joined(separator: ", ") + "; " : ""
+        return "\(disks.count) empty \(kinds) \(noun) not shown (\(split)--verbose lists them)"
+    }
+
     static func render(_ rows: [SurveyedDisk], showStatus: Bool) -> String {
         var header = ["DEVICE", "SIZE", "BUS", "RO", "MODEL", "VENDOR", "SERIAL", "BY-PATH"]
         if showStatus { header.insert("STATUS", at: 1) }

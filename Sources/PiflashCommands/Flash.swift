@@ -48,10 +48,13 @@ struct Flash: AsyncParsableCommand {
             // Everything that can fail without a card fails here, before any card is touched.
             let imagePath = try image ?? hostFile.imagePath(runBuild: !noBuild, reporter: reporter)
             let source = try ImageSource(path: imagePath, expectedSHA256: image == nil ? hostFile.image.sha256 : nil)
-            let needsSecrets = hostFile.secrets != nil
-            let bootstrap = try hostFile.bootstrap(identities: needsSecrets ? identity.identities() : [])
+            // Plain `dir` secrets need no age identity (as in the station).
+            var needsIdentities = hostFile.secrets != nil
+            if case .dir? = hostFile.secrets { needsIdentities = false }
+            let bootstrap = try hostFile.bootstrap(identities: needsIdentities ? identity.identities() : [])
             let name = hostFile.name
-            let flashTarget = try selectTarget(target, imageSize: source.uncompressedSize, name: name, reporter: reporter)
+            let flashTarget = try selectTarget(target, imageSize: source.uncompressedSize, name: name, json: output.json,
+                                               reporter: reporter)
             job = FlashJob(
                 image: source, target: flashTarget, host: name,
                 injection: bootstrap.files.isEmpty ? nil : .bootstrap(bootstrap.files, root: hostFile.root),

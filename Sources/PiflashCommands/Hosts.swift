@@ -41,149 +41,21 @@ struct AgeIdentityOptions: ParsableArguments {
     }
 }
 
-/// `piflash hosts`: list the host files, or validate them all.
-struct Hosts: AsyncParsableCommand {
+/// `piflash hosts`: the host files — list and check them (the default), make a new host, rotate a
+/// host's key, print its age recipient.
+struct Hosts: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "hosts",
-        abstract: "List the host files, or check them all.",
+        abstract: "List and check the host files; make a new host, rotate its key, print its age recipient.",
         discussion: """
-            Lists every NAME.toml in the hosts folder with its image, where its secrets come from \
-            and how many files it injects.
-
-            With --check, every host file is parsed and validated (unknown keys, paths, modes, \
-            templates). Hosts whose secrets are a plain `dir` are also rendered; SOPS and age \
-            secrets are decrypted and rendered too when an age identity is available \
-            (--age-identity FILE, $SOPS_AGE_KEY, $SOPS_AGE_KEY_FILE or ~/.config/sops/age/keys.txt). \
-            Nothing secret is printed. Exits 2 when any host file is bad. See piflash-hosts(5).
-            """
+            `piflash hosts [--check]` is `piflash hosts list`. `hosts new NAME` makes a new host \
+            (SSH host key, SOPS secrets, host file), `hosts rotate-key NAME` puts a new host key in \
+            its SOPS file, `hosts recipient NAME` prints its age recipient. See piflash(1) and \
+            piflash-hosts(5).
+            """,
+        subcommands: [HostsList.self, HostsNew.self, HostsRotateKey.self, HostsRecipient.self],
+        defaultSubcommand: HostsList.self
     )
-
-    @OptionGroup var hosts: HostsFolderOptions
-    @OptionGroup var age: AgeIdentityOptions
-
-    @Flag(help: "Parse, validate and (with an age identity) decrypt and render every host file.")
-    var check = false
-
-    @Flag(help: "One JSON object per host on stdout.")
-    var json = false
-
-    func run() async throws {
-        let catalog = try hosts.catalog()
-        let names = try catalog.names()
-        if names.isEmpty && !json {
-            writeAll("no host files (*.toml) in \(catalog.directory) (from \(catalog.origin))\n", to: STDERR_FILENO)
-        }
-        if check {
-            try runCheck(catalog, names)
-        } else {
-            list(catalog, names)
-        }
-    }
-
-    private func list(_ catalog: HostCatalog, _ names: [String]) {
-        var rows: [[String]] = [["HOST", "IMAGE", "SECRETS", "FILES"]]
-        for name in names {
-            do {
-                let host = try catalog.load(name)
-                let image = host.image.build.map { "build: " + $0.joined(separator: " ") }
-                    ?? host.image.path.map { displayPath($0) } ?? "-"
-                if json {
-                    printJSON(.object([
-                        ("host", .string(name)), ("hostname", .string(host.name)), ("file", .string(host.filePath)),
-                        ("image", .string(host.image.path)),
-                        ("build", host.image.build.map { .array($0.map { .string($0) }) } ?? .null),
-                        ("secrets", .string(secretsKind(host))), ("files", .int(Int64(host.files.count))),
-                        ("ok", true),
-                    ]))
-                } else {
-                    rows.append([name, image, secretsKind(host) ?? "-", String(host.files.count)])
-                }
-            } catch {
-                if json {
-                    printJSON(.object([("host", .string(name)), ("ok", false), ("error", .string("\(error)"))]))
-                } else {
-                    rows.append([name, "(invalid: run piflash hosts --check)", "-", "-"])
-                }
-            }
-        }
-        if !json && rows.count > 1 { writeAll(formatTable(rows), to: STDOUT_FILENO) }
-    }
-
-    private func runCheck(_ catalog: HostCatalog, _ names: [String]) throws {
-        var bad = 0
-        var identities: [AgeIdentity]?
-        var identityError: String?
-        for name in names {
-            var fields: [(String, JSONValue)] = [("host", .string(name))]
-            do {
-                let host = try catalog.load(name)
-                if json {
-                    fields.append(("warnings", .array(host.warnings.map { .string($0) })))
-                } else {
-                    for warning in host.warnings { writeAll("warning: \(warning)\n", to: STDERR_FILENO) }
-                }
-                var summary = "\(host.files.count) file\(host.files.count == 1 ? "" : "s")"
-                var rendered = false
-                var fingerprint: String?
-                switch host.secrets {
-                case .dir?, nil:
-                    let bootstrap = try host.bootstrap(identities: [])
-                    rendered = true
-                    fingerprint = bootstrap.hostKey?.fingerprint
-                case .sops?, .age?:
-                    if identities == nil && identityError == nil && age.anySourceAvailable {
-                        do {
-                            identities = try age.identities()
-                        } catch {
-                            identityError = "\(error)"
-                        }
-                    }
-                    if let identities, !identities.isEmpty {
-                        let bootstrap = try host.bootstrap(identities: identities)
-                        rendered = true
-                        fingerprint = bootstrap.hostKey?.fingerprint
-                    } else {
-                        summary += ", secrets not decrypted (" + (identityError ?? "no age identity: give --age-identity FILE") + ")"
-                    }
-                }
-                if rendered { summary += ", rendered" }
-                if let fingerprint { summary += ", host key \(fingerprint)" }
-                if json {
-                    fields += [
-                        ("ok", true), ("files", .int(Int64(host.files.count))), ("rendered", .bool(rendered)),
-                        ("host_key_fingerprint", .string(fingerprint)),
-                    ]
-                    printJSON(.object(fields))
-                } else {
-                    writeAll("✓ \(name): \(summary)\n", to: STDOUT_FILENO)
-                }
-            } catch {
-                bad += 1
-                let status = (error as? PiflashError)?.status.rawValue ?? ExitStatus.failure.rawValue
-                if json {
-                    fields += [("ok", false), ("error", .string("\(error)")), ("exit_code", .int(Int64(status)))]
-                    printJSON(.object(fields))
-                } else {
-                    writeAll("✗ \(name): \(error)\n", to: STDOUT_FILENO)
-                }
-            }
-        }
-        if bad > 0 {
-            if !json {
-                writeAll("\(bad) of \(names.count) host file\(names.count == 1 ? "" : "s") failed the check\n", to: STDERR_FILENO)
-            }
-            throw ExitCode(ExitStatus.usage.rawValue)
-        }
-    }
-
-    private func secretsKind(_ host: HostFile) -> String? {
-        switch host.secrets {
-        case .sops?: return "sops"
-        case .age?: return "age"
-        case .dir?: return "dir"
-        case nil: return nil
-        }
-    }
 }
 
 /// A path relative to the current folder when it is inside it, else as is.
@@ -191,6 +63,20 @@ func displayPath(_ path: String) -> String {
     let current = FileManager.default.currentDirectoryPath
     let prefix = current.hasSuffix("/") ? current : current + "/"
     return path.hasPrefix(prefix) ? String(path.dropFirst(prefix.count)) : path
+}
+
+/// Runs `body`; with `--json`, an error becomes one `{"ok":false,"host":…,"error":…,"exit_code":N}`
+/// object on stdout (and the exit status), so a script reading JSON always gets a result.
+func withJSONErrors(_ json: Bool, host: String, _ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let error as PiflashError where json {
+        printJSON(.object([
+            ("ok", false), ("host", .string(host)), ("error", .string(error.description)),
+            ("exit_code", .int(Int64(error.status.rawValue))),
+        ]))
+        throw ExitCode(error.status.rawValue)
+    }
 }
 
 /// Prints one JSON object on its own line on stdout.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Glibc
 import PiflashKit
 
 /// `--json`: machine-readable output, one JSON object per line on stdout.
@@ -29,15 +30,25 @@ struct TargetOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Refuse cards larger than this (e.g. 256G, 64GiB).", valueName: "SIZE"))
     var maxSize: String = "256G"
 
-    @Option(name: .long, help: ArgumentHelp("Without --device, wait up to this long for a card to be inserted.", valueName: "SECONDS"))
-    var wait: Double = 0
+    @Option(name: .long, help: ArgumentHelp(
+        "Without --device, wait up to this long for a card to be inserted. Default: on a terminal, until one is inserted (Ctrl-C stops); otherwise (a script, --json) 0, fail at once.",
+        valueName: "SECONDS"))
+    var wait: Double?
 
     func validate() throws {
         if device != nil && output != nil {
             throw ValidationError("give either --device or --output, not both")
         }
         _ = try maxSizeBytes()
-        if wait < 0 { throw ValidationError("--wait takes a number of seconds ≥ 0") }
+        if let wait, !(wait >= 0) { throw ValidationError("--wait takes a number of seconds ≥ 0") }
+    }
+
+    /// How long to wait for a card when none is there: `--wait` when given; else, for a person
+    /// at a terminal (stdin and stderr a TTY, no `--json`), until a card comes or Ctrl-C
+    /// (`.infinity`); else 0, so a script gets its answer at once.
+    func waitSeconds(json: Bool) -> Double {
+        if let wait { return wait }
+        return !json && isatty(STDIN_FILENO) == 1 && isatty(STDERR_FILENO) == 1 ? .infinity : 0
     }
 
     /// `--max-size` in bytes.

@@ -8,6 +8,7 @@ public struct Piflash: AsyncParsableCommand {
         abstract: "Flash a Raspberry Pi sdImage to an SD card, inject the host's bootstrap identity, verify and eject.",
         discussion: """
             Run `piflash HOST` (short for `piflash flash HOST`), insert a card, and confirm. \
+            `piflash` with no arguments prints the short usage and the hosts of the hosts folder. \
             See piflash(1), piflash-hosts(5) and piflash-station(8).
             """,
         version: piflashVersion,

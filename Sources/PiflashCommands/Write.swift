@@ -38,7 +38,7 @@ struct Write: AsyncParsableCommand {
         do {
             source = try ImageSource(path: image, expectedSHA256: sha256)
             flashTarget = try selectTarget(target, imageSize: source.uncompressedSize, name: imageBaseName(source.path),
-                                           reporter: reporter)
+                                           json: output.json, reporter: reporter)
         } catch let error as PiflashError {
             try failEarly(error, json: output.json, image: image, device: target.device, output: target.output)
         }

@@ -52,7 +52,14 @@ public enum JSONValue: Sendable, Equatable {
     }
 
     private static func escape(_ string: String, into out: inout String) {
-        out += "\""
+        out += quoted(string)
+    }
+
+    /// `string` as a double-quoted JSON string: `"`, `\\`, `\n`, `\r`, `\t` and other control
+    /// characters escaped. With `escapingDelete`, U+007F too, which makes the result also a valid
+    /// TOML basic string (TOML forbids a raw DEL).
+    public static func quoted(_ string: String, escapingDelete: Bool = false) -> String {
+        var out = "\""
         for scalar in string.unicodeScalars {
             switch scalar {
             case "\"": out += "\\\""
@@ -60,13 +67,14 @@ public enum JSONValue: Sendable, Equatable {
             case "\n": out += "\\n"
             case "\r": out += "\\r"
             case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
+            case _ where scalar.value < 0x20 || (escapingDelete && scalar.value == 0x7F):
                 let hex = String(scalar.value, radix: 16)
                 out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
             default: out.unicodeScalars.append(scalar)
             }
         }
         out += "\""
+        return out
     }
 
     /// Looks up a key of an object.

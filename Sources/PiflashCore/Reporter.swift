@@ -114,12 +114,26 @@ public final class JSONLinesReporter: Reporter {
 
 /// A human on a terminal: a progress bar per phase on stderr (bytes, rate, ETA) when stderr is
 /// a TTY, plain lines otherwise.
+///
+/// A phase that began without a size and ends having counted no bytes is a *step* (a check, not
+/// a transfer): it ends with what was done in words (``stepWording``), never "0 B".
 public final class TerminalReporter: Reporter {
     private struct State {
         var lastDraw: Double = 0
         var started: [String: Double] = [:]
+        /// The phases that began without a size: when they end with no bytes, they were steps.
+        var unsized: Set<String> = []
         var barShown = false
     }
+
+    /// How a step reads when it is done, by phase name. A step not listed here reads
+    /// "PHASE done".
+    public static let stepWording: [String: String] = [
+        "capacity": "card capacity checked (last MiB read back)",
+    ]
+
+    /// Steps quicker than this end without their time: "in 0.0s" says nothing to a person.
+    static let stepTimeShownFrom = 0.5
     private let state = Mutex(State())
     private let isTTY: Bool
 
@@ -128,7 +142,10 @@ public final class TerminalReporter: Reporter {
     }
 
     public func begin(_ phase: String, total: UInt64?) {
-        state.withLock { $0.started[phase] = monotonicSeconds() }
+        state.withLock { state in
+            state.started[phase] = monotonicSeconds()
+            if total == nil { state.unsized.insert(phase) } else { state.unsized.remove(phase) }
+        }
         if !isTTY {
             writeAll("\(phase)…\n", to: STDERR_FILENO)
         }
@@ -163,13 +180,21 @@ public final class TerminalReporter: Reporter {
     }
 
     public func end(_ phase: String, bytes: UInt64, seconds: Double) {
-        let line = phase.padding(to: 8) + " done: " + formatBytes(bytes) + " in " + formatDuration(seconds)
-            + (seconds > 0 && bytes > 0 ? " (" + formatBytes(UInt64(Double(bytes) / seconds)) + "/s)" : "")
         state.withLock { state in
+            let isStep = bytes == 0 && state.unsized.remove(phase) != nil
+            let line = isStep
+                ? Self.stepLine(phase, seconds: seconds)
+                : phase.padding(to: 8) + " done: " + formatBytes(bytes) + " in " + formatDuration(seconds)
+                    + (seconds > 0 && bytes > 0 ? " (" + formatBytes(UInt64(Double(bytes) / seconds)) + "/s)" : "")
             let prefix = state.barShown && isTTY ? "\r\u{1B}[2K" : ""
             state.barShown = false
             writeAll(prefix + line + "\n", to: STDERR_FILENO)
         }
+    }
+
+    /// The line a finished step prints: its wording, and its time when that is worth reading.
+    static func stepLine(_ phase: String, seconds: Double) -> String {
+        (stepWording[phase] ?? "\(phase) done") + (seconds >= stepTimeShownFrom ? " in " + formatDuration(seconds) : "")
     }
 
     public func note(_ message: String) { line(message) }

@@ -48,6 +48,21 @@ public struct HostFile: Sendable {
             case publicKeyOf(String)
             /// A template with `${name}` references to secrets, inserted literally.
             case template(String)
+            /// A systemd `EnvironmentFile=`: one `NAME="value"` line per variable (in name order),
+            /// quoted so that systemd yields exactly the secret's bytes (``EnvironmentFile``).
+            case environment([EnvironmentVariable])
+        }
+
+        /// One line of an `env` file entry: the variable and the secret (key path) it carries.
+        public struct EnvironmentVariable: Sendable, Equatable {
+            /// The variable name (``EnvironmentFile/nameProblem(_:)`` holds it valid).
+            public var name: String
+            /// The secret's key path (`a.b.c`).
+            public var secret: String
+            public init(name: String, secret: String) {
+                self.name = name
+                self.secret = secret
+            }
         }
         /// Absolute path inside the image.
         public var path: String

@@ -83,24 +83,33 @@ public final class UdevMonitor {
             sizeSectors: device.sysattr("size").flatMap { UInt64($0) })
     }
 
-    /// Waits until an event arrives or `timeout` seconds pass (poll(2) on the socket; EINTR is
-    /// retried with the remaining time).
-    /// - Returns: the event, or nil when the time ran out.
+    /// Waits until an event arrives, `timeout` seconds pass, or `wake` becomes readable (poll(2)
+    /// on both; EINTR is retried with the remaining time).
+    /// - Parameters:
+    ///   - timeout: the longest wait in seconds; nil or infinity waits without limit.
+    ///   - wake: another descriptor that ends the wait when readable (``Interrupts/descriptor``,
+    ///     so Ctrl-C ends an unlimited wait); -1 for none.
+    /// - Returns: the event, or nil when the time ran out or `wake` became readable.
     /// - Throws: ``PiflashError`` when poll fails.
-    public func next(timeout: Double) throws -> UdevEvent? {
-        let deadline = monotonicSeconds() + max(0, timeout)
+    public func next(timeout: Double?, wake: Int32 = -1) throws -> UdevEvent? {
+        let limit = timeout.map { max(0, $0) } ?? .infinity
+        let deadline = monotonicSeconds() + limit
         while true {
             if let event = receive() { return event }
             let remaining = deadline - monotonicSeconds()
             if remaining <= 0 { return nil }
-            var descriptor = pollfd(fd: fileDescriptor, events: Int16(POLLIN), revents: 0)
-            let millis = Int32(min(remaining * 1000, Double(Int32.max)).rounded(.up))
-            let ready = poll(&descriptor, 1, millis)
+            var descriptors = [
+                pollfd(fd: fileDescriptor, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: wake, events: Int16(POLLIN), revents: 0),  // poll ignores a negative fd
+            ]
+            let millis = remaining.isFinite ? Int32(min(remaining * 1000, Double(Int32.max)).rounded(.up)) : -1
+            let ready = poll(&descriptors, 2, millis)
             if ready < 0 {
                 if errno == EINTR { continue }
                 throw PiflashError.system("poll", errno: errno, what: "waiting for udev events failed")
             }
             if ready == 0 { return nil }
+            if descriptors[1].revents != 0 { return nil }
             // Readable: the loop receives it. A datagram libudev drops (a filtered or foreign
             // message) leaves the socket empty again, and poll blocks on the next round.
         }

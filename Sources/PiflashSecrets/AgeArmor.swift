@@ -69,3 +69,18 @@ enum AgeArmor {
         }
     }
 }
+
+extension AgeArmor {
+    /// The armored form of a binary age file: the BEGIN line, canonical padded base64 in
+    /// 64-column lines, the END line, each ending with LF.
+    static func encode(_ binary: [UInt8]) -> [UInt8] {
+        var output = beginLine + [0x0A]
+        var index = 0
+        while index < binary.count {
+            let end = min(index + bytesPerLine, binary.count)
+            output += Array(Base64.encode(binary[index..<end], padded: true).utf8) + [0x0A]
+            index = end
+        }
+        return output + endLine + [0x0A]
+    }
+}

@@ -187,3 +187,70 @@ struct SSHWireWriter {
         bytes += value
     }
 }
+
+/// An OpenSSH ed25519 private key held in memory: generated here, written in the
+/// `openssh-key-v1` format that ``OpenSSHPublicKey/parsePrivateKey(_:)`` reads (PROTOCOL.key:
+/// no cipher, no KDF, one key, two equal check integers, padding 1, 2, 3… to 8 bytes).
+public struct OpenSSHPrivateKey: Sendable {
+    /// The public half.
+    public let publicKey: OpenSSHPublicKey
+    /// The 32-byte ed25519 seed. Secret: never printed, logged or written but into ``pem``.
+    let seed: [UInt8]
+    /// The key's comment (`root@NAME` for a host key).
+    public let comment: String
+
+    /// A fresh ed25519 key from the system's random generator.
+    public static func generate(comment: String) -> OpenSSHPrivateKey {
+        let key = Curve25519.Signing.PrivateKey()
+        return OpenSSHPrivateKey(
+            publicKey: OpenSSHPublicKey(blob: OpenSSHPublicKey.blob(publicKey: Array(key.publicKey.rawRepresentation))),
+            seed: Array(key.rawRepresentation), comment: comment)
+    }
+
+    /// The private key file, as `ssh-keygen -t ed25519 -N ''` writes it: PEM armor with base64
+    /// in 70-column lines, ending with a newline. The bytes are secret.
+    public var pem: [UInt8] {
+        let publicKeyBytes = publicKey.rawPublicKey
+        var secret = SSHWireWriter()
+        let check = UInt32.random(in: .min ... .max)
+        secret.writeUInt32(check)
+        secret.writeUInt32(check)
+        secret.writeString(Array(OpenSSHPublicKey.keyType.utf8))
+        secret.writeString(publicKeyBytes)
+        secret.writeString(seed + publicKeyBytes)
+        secret.writeString(Array(comment.utf8))
+        var padding: UInt8 = 1
+        while secret.bytes.count % 8 != 0 {
+            secret.bytes.append(padding)
+            padding += 1
+        }
+        var body = SSHWireWriter()
+        body.bytes = Array("openssh-key-v1".utf8) + [0]
+        body.writeString(Array("none".utf8))
+        body.writeString(Array("none".utf8))
+        body.writeString([])
+        body.writeUInt32(1)
+        body.writeString(publicKey.blob)
+        body.writeString(secret.bytes)
+        let encoded = Array(Base64.encode(body.bytes, padded: true).utf8)
+        var output = Array("-----BEGIN OPENSSH PRIVATE KEY-----\n".utf8)
+        var index = 0
+        while index < encoded.count {
+            output += encoded[index..<min(index + 70, encoded.count)] + [0x0A]
+            index += 70
+        }
+        output += Array("-----END OPENSSH PRIVATE KEY-----\n".utf8)
+        secret.bytes.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+        body.bytes.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+        return output
+    }
+
+    /// `ssh-ed25519 AAAA… COMMENT\n`: the `.pub` file.
+    public var publicKeyFile: String { publicKey.line + " " + comment + "\n" }
+}
+
+extension SSHWireWriter {
+    mutating func writeUInt32(_ value: UInt32) {
+        bytes += [UInt8(value >> 24), UInt8(value >> 16 & 0xFF), UInt8(value >> 8 & 0xFF), UInt8(value & 0xFF)]
+    }
+}

@@ -32,6 +32,12 @@ struct SOPSDocument {
     var metadata: SOPSMetadata
     var path: String
 
+    /// How many documents the file holds (YAML may hold several).
+    var documentCount: Int { branches.count }
+
+    /// The keys and values of the first document, in file order.
+    var firstDocument: [(key: String, value: SOPSNode)] { branches.first ?? [] }
+
     /// The first bytes of the MAC when `mac_only_encrypted` is set: SHA-256("sops").
     static let macOnlyEncryptedInitialization: [UInt8] = [
         0x8a, 0x3f, 0xd2, 0xad, 0x54, 0xce, 0x66, 0x52, 0x7b, 0x10, 0x34, 0xf3, 0xd1, 0x47, 0xbe, 0x0b,
@@ -206,24 +212,10 @@ struct SOPSDocument {
         {
             return value.map(SOPSValueCipher.isEncrypted) ?? false
         }
-        if let suffix = metadata.unencryptedSuffix, keyPath.contains(where: { $0.hasSuffix(suffix) }) { return false }
-        if let suffix = metadata.encryptedSuffix { return keyPath.contains { $0.hasSuffix(suffix) } }
-        if let pattern = metadata.unencryptedRegex {
-            let regex = try compile(pattern)
-            if keyPath.contains(where: { $0.contains(regex) }) { return false }
-        }
-        if let pattern = metadata.encryptedRegex {
-            let regex = try compile(pattern)
-            return keyPath.contains { $0.contains(regex) }
-        }
-        return true
-    }
-
-    private func compile(_ pattern: String) throws -> Regex<AnyRegexOutput> {
         do {
-            return try Regex(pattern)
-        } catch {
-            throw PiflashError.usage("the sops metadata holds a regular expression piflash cannot use: \(pattern)", path: path)
+            return try metadata.rules.encrypts(keyPath)
+        } catch let error as PiflashError {
+            throw PiflashError.usage(error.message.replacingOccurrences("SOPS rule", with: "sops metadata"), path: path)
         }
     }
 
@@ -261,7 +253,7 @@ struct SOPSDocument {
                         throw PiflashError.failure("the value of \(flatKey) should be encrypted but is a plain \(text.isEmpty ? "value" : "scalar")", path: path)
                     }
                     plaintext = try SOPSValueCipher.decrypt(
-                        text, key: key, additionalData: keyPath.joined(separator: ":") + ":", keyPath: flatKey, path: path)
+                        text, key: key, additionalData: SOPSValueCipher.additionalData(keyPath), keyPath: flatKey, path: path)
                 } else {
                     plaintext = SOPSValueCipher.Plaintext(bytes: Array(text.utf8), macBytes: Array(macText.utf8))
                 }

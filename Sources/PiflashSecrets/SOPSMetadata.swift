@@ -26,6 +26,13 @@ struct SOPSMetadata {
     var usesCommentRules = false
     var macOnlyEncrypted = false
 
+    /// The rules deciding which values are encrypted (one place: ``SOPSEncryptionRules``).
+    var rules: SOPSEncryptionRules {
+        SOPSEncryptionRules(
+            unencryptedSuffix: unencryptedSuffix, encryptedSuffix: encryptedSuffix, unencryptedRegex: unencryptedRegex,
+            encryptedRegex: encryptedRegex, macOnlyEncrypted: macOnlyEncrypted)
+    }
+
     /// From the `sops` mapping.
     /// - Throws: ``PiflashError`` (exit 2) when required fields are missing or rules conflict.
     init(_ node: SOPSNode, path: String) throws {

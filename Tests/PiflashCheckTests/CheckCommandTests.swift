@@ -4,7 +4,7 @@ import Testing
 @testable import PiflashCheck
 
 /// The built `piflash` next to the test bundle, when `swift build` made it.
-private let piflashBinary: String? = {
+let piflashBinary: String? = {
     let folder = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     for candidate in [folder, folder.deletingLastPathComponent()] {
         let path = candidate.appendingPathComponent("piflash").path
@@ -14,7 +14,7 @@ private let piflashBinary: String? = {
 }()
 
 /// The JSON objects a `--json` run printed, one per line.
-private func jsonLines(_ output: String) throws -> [[String: Any]] {
+func jsonLines(_ output: String) throws -> [[String: Any]] {
     try output.split(separator: "\n").map { line in
         let object = try JSONSerialization.jsonObject(with: Data(line.utf8))
         return try #require(object as? [String: Any], "not a JSON object: \(line)")

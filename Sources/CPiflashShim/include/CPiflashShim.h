@@ -37,4 +37,9 @@ int piflash_crc32_fold_available(void);
 /// of 16, and `piflash_crc32_fold_available()` true; callers do other lengths with zlib.
 uint32_t piflash_crc32_fold(uint32_t crc, const void *data, size_t len);
 
+/// `prctl(PR_SET_DUMPABLE, value)` (prctl is variadic: Swift cannot call it). Returns 0 or -1 with errno.
+int piflash_set_dumpable(int value);
+/// `prctl(PR_GET_DUMPABLE)`: 1 dumpable, 0 not, -1 with errno.
+int piflash_get_dumpable(void);
+
 #endif

@@ -9,13 +9,16 @@ import TOMLKit
 //
 // Choices documented here and in piflash-hosts(5):
 // - `mode` is an octal string (`"0600"`, `"600"`), at most `07777`. When omitted it defaults to
-//   `"0644"` for `public_key_of` files and `"0600"` for `secret` and `template` files (which
-//   hold secrets). A TOML integer is refused: `mode = 600` would silently mean 0o1130.
+//   `"0644"` for `public_key_of` files and `"0600"` for `secret`, `template` and `env` files
+//   (which hold secrets). A TOML integer is refused: `mode = 600` would silently mean 0o1130.
 // - `uid` and `gid` default to 0.
 // - `[image]` may be absent (then `--image` must be given); `[secrets]` may be absent only when
 //   no file needs a secret.
 // - In a `template`, `${name}` is replaced by the secret `name` (a key path `a.b.c`) inserted
 //   literally; `$${` writes a literal `${`.
+// - `env = { NAME = "secret", … }` writes one `NAME="value"` line per variable, in name order,
+//   quoted for systemd's EnvironmentFile= (EnvironmentFile.swift). Names are checked here;
+//   values once the secrets are loaded (HostRendering.swift), before any card.
 
 extension HostFile {
     /// The keys host files may use, by table, for validation and "did you mean" suggestions.
@@ -24,7 +27,7 @@ extension HostFile {
         "[image]": ["path", "build", "sha256"],
         "[root]": ["label", "partition"],
         "[secrets]": ["sops", "age", "dir"],
-        "[[files]]": ["path", "secret", "public_key_of", "template", "mode", "uid", "gid"],
+        "[[files]]": ["path", "secret", "public_key_of", "template", "env", "mode", "uid", "gid"],
         "[check]": ["address", "ssh_port", "tcp", "http"],
         "[[check.tcp]]": ["port"],
         "[[check.http]]": ["url"],
@@ -252,31 +255,7 @@ struct HostFileReader {
             }
             seen[path] = number
 
-            let sources = ["secret", "public_key_of", "template"].filter { file[$0] != nil }
-            guard sources.count == 1, let kind = sources.first else {
-                if sources.isEmpty {
-                    throw fail("\(place) (\(path)) needs one of `secret`, `public_key_of` or `template`")
-                }
-                throw fail(
-                    "\(place) (\(path)) has \(sources.map { "`\($0)`" }.joined(separator: " and ")): give exactly one")
-            }
-            let text = try string(file[kind]!, key: kind, table: place)
-            let source: HostFile.FileEntry.Source
-            switch kind {
-            case "secret":
-                guard !text.isEmpty else { throw fail("`secret` in \(place) is empty") }
-                source = .secret(text)
-            case "public_key_of":
-                guard !text.isEmpty else { throw fail("`public_key_of` in \(place) is empty") }
-                source = .publicKeyOf(text)
-            default:
-                do {
-                    _ = try Template(text)
-                } catch let error as TemplateSyntaxError {
-                    throw fail("the template in \(place) (\(path)) \(error.message)", hint: "write `$${` for a literal `${`")
-                }
-                source = .template(text)
-            }
+            let source = try readFileSource(file, place: place, path: path)
             if secrets == nil && !source.secretNames.isEmpty {
                 throw fail(
                     "\(place) (\(path)) needs the secret `\(source.secretNames[0])` but the host file has no [secrets] section")
@@ -300,11 +279,63 @@ struct HostFileReader {
             let gid = try file["gid"].map { UInt32(try integer($0, key: "gid", table: place, range: 0...4_294_967_294)) } ?? 0
             if mode & 0o077 != 0, source.holdsSecret {
                 warnings.append(
-                    "\(self.path): \(path) holds a secret but mode \(InjectedFile(path: path, sha256: "", mode: mode, uid: uid, gid: gid).modeString) lets group or others read it")
+                    "\(self.path): \(path) holds a secret but mode \(InjectedFile.modeString(mode)) lets group or others read it")
             }
             entries.append(HostFile.FileEntry(path: path, source: source, mode: mode, uid: uid, gid: gid))
         }
         return entries
+    }
+
+    /// What a `[[files]]` entry writes: exactly one of `secret`, `public_key_of`, `template`, `env`.
+    func readFileSource(_ file: TOMLTable, place: String, path: String) throws -> HostFile.FileEntry.Source {
+        let sources = ["secret", "public_key_of", "template", "env"].filter { file[$0] != nil }
+        guard sources.count == 1, let kind = sources.first else {
+            if sources.isEmpty {
+                throw fail("\(place) (\(path)) needs one of `secret`, `public_key_of`, `template` or `env`")
+            }
+            throw fail(
+                "\(place) (\(path)) has \(sources.map { "`\($0)`" }.joined(separator: " and ")): give exactly one")
+        }
+        if kind == "env" { return try readEnvironment(file["env"]!, place: place, path: path) }
+        let text = try string(file[kind]!, key: kind, table: place)
+        switch kind {
+        case "secret":
+            guard !text.isEmpty else { throw fail("`secret` in \(place) is empty") }
+            return .secret(text)
+        case "public_key_of":
+            guard !text.isEmpty else { throw fail("`public_key_of` in \(place) is empty") }
+            return .publicKeyOf(text)
+        default:
+            do {
+                _ = try Template(text)
+            } catch let error as TemplateSyntaxError {
+                throw fail("the template in \(place) (\(path)) \(error.message)", hint: "write `$${` for a literal `${`")
+            }
+            return .template(text)
+        }
+    }
+
+    /// `env = { NAME = "secret", … }`: a non-empty table of variable names to secret names.
+    func readEnvironment(_ value: TOMLValueConvertible, place: String, path: String) throws -> HostFile.FileEntry.Source {
+        let example = "env = { WIFI_SSID = \"wifi_ssid\", WIFI_PSK = \"wifi_psk\" }"
+        guard let table = value.table else {
+            throw fail("`env` in \(place) (\(path)) must be a table of variable = secret name, not a \(value.type)", hint: "e.g. " + example)
+        }
+        guard !table.keys.isEmpty else {
+            throw fail("`env` in \(place) (\(path)) is empty: name at least one variable", hint: "e.g. " + example)
+        }
+        var variables: [HostFile.FileEntry.EnvironmentVariable] = []
+        for name in table.keys.sorted() {
+            if let problem = EnvironmentFile.nameProblem(name) {
+                throw fail("`env` in \(place) (\(path)): \(problem.description) [rule \(problem.code)]", hint: "e.g. " + example)
+            }
+            guard let secretName = table[name]?.string else {
+                throw fail("`\(name)` in the `env` of \(place) (\(path)) must be a string (a secret name), not a \(table[name]!.type)")
+            }
+            guard !secretName.isEmpty else { throw fail("`\(name)` in the `env` of \(place) (\(path)) names no secret") }
+            variables.append(HostFile.FileEntry.EnvironmentVariable(name: name, secret: secretName))
+        }
+        return .environment(variables)
     }
 
     /// Absolute, canonical (no `.`, `..` or empty components), not under /nix/store; a warning
@@ -387,6 +418,10 @@ extension HostFile.FileEntry.Source {
         switch self {
         case .secret(let name), .publicKeyOf(let name): return [name]
         case .template(let text): return (try? Template(text))?.secretNames ?? []
+        case .environment(let variables):
+            var names: [String] = []
+            for variable in variables where !names.contains(variable.secret) { names.append(variable.secret) }
+            return names
         }
     }
 
@@ -394,7 +429,7 @@ extension HostFile.FileEntry.Source {
     public var holdsSecret: Bool {
         switch self {
         case .publicKeyOf: return false
-        case .secret: return true
+        case .secret, .environment: return true
         case .template(let text): return !((try? Template(text))?.secretNames.isEmpty ?? true)
         }
     }

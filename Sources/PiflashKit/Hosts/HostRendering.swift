@@ -1,3 +1,4 @@
+import PiflashPlatform
 import PiflashSecrets
 
 /// Opens a host's secrets, dispatching on its `[secrets]` section.
@@ -10,6 +11,7 @@ public enum HostSecrets {
     /// - Throws: the loader's ``PiflashError``: exit 2 for unreadable or malformed files, exit 1
     ///   for decryption failures (wrong identity, bad MAC).
     public static func load(for host: HostFile, identities: [AgeIdentity]) throws -> SecretValues {
+        if host.secrets != nil { SecretMemory.protectProcess() }
         switch host.secrets {
         case nil: return SecretValues([:])
         case .sops(let path): return try SecretLoader.loadSOPS(path: path, identities: identities)
@@ -65,12 +67,19 @@ extension HostFile {
     /// - `secret` → the value's bytes, unchanged;
     /// - `public_key_of` → `ssh-ed25519 AAAA… HOSTNAME\n` (the `.pub` file form, comment = the
     ///   host name), derived from the OpenSSH private key in that secret;
-    /// - `template` → the template with each `${name}` replaced literally by the secret's bytes.
+    /// - `template` → the template with each `${name}` replaced literally by the secret's bytes;
+    /// - `env` → one `NAME="value"` line per variable, quoted for systemd's `EnvironmentFile=`
+    ///   (``EnvironmentFile/line(name:value:)``).
     ///
-    /// - Throws: ``PiflashError`` (exit 2) naming the file entry and the missing secret, or a
-    ///   secret that is not an unencrypted OpenSSH private key.
+    /// Files whose content is derived from secrets (``FileEntry/Source/holdsSecret``) carry the
+    /// host's ``digestKey(secrets:)``, so only a keyed digest of them is ever recorded.
+    ///
+    /// - Throws: ``PiflashError`` (exit 2) naming the file entry and the missing secret, a
+    ///   secret that is not an unencrypted OpenSSH private key, or a value an environment file
+    ///   cannot carry exactly (with the rule's code).
     public func render(secrets: SecretValues) throws -> [BootstrapFile] {
-        try files.map { entry in
+        let key = digestKey(secrets: secrets)
+        return try files.map { entry in
             let place = "[[files]] \(entry.path)"
             let content: [UInt8]
             switch entry.source {
@@ -87,8 +96,28 @@ extension HostFile {
                     throw PiflashError.usage("\(filePath): the template of \(place) \(error.message)", path: filePath)
                 }
                 content = try template.render { try secretValue($0, in: secrets, for: place) }
+            case .environment(let variables):
+                var lines: [UInt8] = []
+                for variable in variables {
+                    let value = try secretValue(variable.secret, in: secrets, for: place)
+                    if let problem = EnvironmentFile.valueProblem(value) {
+                        throw PiflashError.usage(
+                            "\(filePath): \(place): the secret `\(variable.secret)` (variable \(variable.name)) cannot be "
+                                + "written to an environment file exactly: \(problem.description) [rule \(problem.code)]",
+                            path: filePath, hint: "fix the value of `\(variable.secret)` in the secrets")
+                    }
+                    lines += EnvironmentFile.line(name: variable.name, value: value)
+                }
+                content = lines
             }
-            return BootstrapFile(path: entry.path, content: content, mode: entry.mode, uid: entry.uid, gid: entry.gid)
+            var fileKey: DigestKey?
+            if entry.source.holdsSecret {
+                // Rendering read the secrets the entry names, so they exist and the key does.
+                guard let key else { preconditionFailure("\(place) holds a secret but the host has no digest key") }
+                fileKey = key
+            }
+            return BootstrapFile(
+                path: entry.path, content: content, mode: entry.mode, uid: entry.uid, gid: entry.gid, digestKey: fileKey)
         }
     }
 
@@ -148,9 +177,12 @@ extension HostFile {
         return try bootstrap(secrets: secrets)
     }
 
-    /// Renders everything a flash needs from already-loaded secrets.
+    /// Renders everything a flash needs from already-loaded secrets, and checks the values the
+    /// canonical layout uses as Wi-Fi credentials (``checkWiFiValues(secrets:)``): what `flash`,
+    /// the station and `hosts --check` all call, before any card.
     public func bootstrap(secrets: SecretValues) throws -> HostBootstrap {
         let files = try render(secrets: secrets)
+        try checkWiFiValues(secrets: secrets)
         let key = try pinnedHostKey(secrets: secrets)
         return HostBootstrap(files: files, hostKey: key, knownHostsLine: key.map { knownHostsLine(key: $0) })
     }

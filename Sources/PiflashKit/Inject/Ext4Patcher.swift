@@ -21,8 +21,8 @@ public enum Ext4Patcher {
     ///
     /// Nothing else in the filesystem is touched. Paths under `/etc` are written (the host file warns about them).
     ///
-    /// - Returns: the records (path, content SHA-256, mode, uid, gid) of the files as intended; the
-    ///   proof that they are on the medium is ``InjectionVerifier/verify(_:root:on:)``.
+    /// - Returns: the records (path, content digest — keyed for secret-derived files —, mode, uid,
+    ///   gid) of the files as intended; the proof that they are on the medium is ``InjectionVerifier/verify(_:root:on:)``.
     /// - Throws: ``PiflashError``: exit 2 for a path the rules refuse, a symlinked or non-directory
     ///   parent, a target that is not a regular file, a journal needing recovery, or a duplicate
     ///   path; exit 1 when the root filesystem is too full (nothing is changed then) or on I/O errors.
@@ -47,14 +47,7 @@ public enum Ext4Patcher {
         }
         reporter.end("inject", bytes: total, seconds: monotonicSeconds() - started)
         let records = files.map(\.record)
-        for record in records {
-            reporter.event(
-                "injected", [
-                    ("path", .string(record.path)), ("sha256", .string(record.sha256)),
-                    ("mode", .string(record.modeString)), ("uid", .int(Int64(record.uid))),
-                    ("gid", .int(Int64(record.gid))),
-                ])
-        }
+        for record in records { reporter.event("injected", record.jsonFields) }
         return records
     }
 

@@ -6,12 +6,14 @@ import PiflashPlatform
 /// Proves the injection by reading it back from the medium (SPEC step 6).
 public enum InjectionVerifier {
     /// Drops the kernel's caches of `path`, reopens the root filesystem fresh with direct I/O, and
-    /// reads every file back: content SHA-256, mode, uid and gid must equal what was intended. Then
+    /// reads every file back: content digest (keyed under the file's ``BootstrapFile/digestKey`` when
+    /// it is derived from secrets, else SHA-256), mode, uid and gid must equal what was intended. Then
     /// runs a read-only consistency check, `e2fsck -fn 'PATH?offset=N'`.
     ///
     /// Only reads: nothing on the medium changes.
     ///
-    /// - Returns: the records of the files as read back from the medium.
+    /// - Returns: the records of the files as read back from the medium (keyed digests for
+    ///   secret-derived files, as ``BootstrapFile/record`` has them).
     /// - Throws: ``PiflashError``: exit 4 when a file is missing or differs (the message names the
     ///   file and what differs) or when e2fsck finds the filesystem not clean (with its findings);
     ///   exit 1 when the medium cannot be read or e2fsck cannot run.
@@ -46,13 +48,19 @@ public enum InjectionVerifier {
             throw PiflashError.verification("\(entry.text) is missing from the root filesystem after injection", path: path)
         }
         let content = try fs.readFile(info.inode)
+        // The digest of what was read back, computed as the record's was: keyed under the host's
+        // digest key for secret-derived files, so even a mismatch message reveals nothing.
         let found = InjectedFile(
-            path: file.path, sha256: sha256Hex(content), mode: info.permissions, uid: info.uid, gid: info.gid)
+            path: file.path, digest: file.digest(of: content), mode: info.permissions, uid: info.uid, gid: info.gid)
         let expected = file.record
         var differences: [String] = []
-        if found.sha256 != expected.sha256 {
+        if found.digest != expected.digest || content.count != file.content.count {
+            // The sizes of secret-derived content stay out of the message (it reaches the journal):
+            // a length narrows a passphrase search.
+            func size(_ count: Int) -> String { file.isSecretDerived ? "" : " (\(count) bytes)" }
             differences.append(
-                "content SHA-256 is \(found.sha256) (\(content.count) bytes), expected \(expected.sha256) (\(file.content.count) bytes)")
+                "content \(found.digest.label) is \(found.digest.hex ?? "-")\(size(content.count)), expected "
+                    + "\(expected.digest.hex ?? "-")\(size(file.content.count))")
         }
         if found.mode != expected.mode { differences.append("mode is \(found.modeString), expected \(expected.modeString)") }
         if found.uid != expected.uid { differences.append("uid is \(found.uid), expected \(expected.uid)") }

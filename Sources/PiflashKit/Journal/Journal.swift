@@ -8,7 +8,8 @@ import PiflashPlatform
 import Synchronization
 
 /// One flash attempt as the journal keeps it: what was written where, how fast, what was
-/// injected (paths and digests, never content) and how it ended.
+/// injected (paths and digests, never content; keyed digests of secret-derived content) and how
+/// it ended.
 ///
 /// A row is written when the attempt begins (``Journal/begin(_:)``) and completed when it ends
 /// (``Journal/finish(_:)``), so a crash mid-flash still leaves a row with no `finishedAt`.
@@ -116,12 +117,7 @@ public struct JournalEntry: Sendable, Equatable, Codable {
             ("inject_seconds", number(injectSeconds)),
             ("write_rate", number(writeRate)),
             ("verify_rate", number(verifyRate)),
-            ("files", .array(files.map { file in
-                .object([
-                    ("path", .string(file.path)), ("sha256", .string(file.sha256)),
-                    ("mode", .string(file.modeString)), ("uid", .int(Int64(file.uid))), ("gid", .int(Int64(file.gid))),
-                ])
-            })),
+            ("files", .array(files.map { .object($0.jsonFields) })),
             ("host_key_fingerprint", .string(hostKeyFingerprint)),
             ("ok", .bool(ok)),
             ("result", .string(outcome)),
@@ -142,7 +138,8 @@ public struct JournalEntry: Sendable, Equatable, Codable {
 /// server answers again; every attempt carries an idempotency key, so a write repeated after a lost
 /// answer updates its row instead of adding one. Until then ``isAvailable`` is false.
 public final class Journal: Sendable {
-    /// The schema version (SQLite: `PRAGMA user_version`; PostgreSQL: the `schema_version` table).
+    /// The schema version (SQLite: `PRAGMA user_version`; PostgreSQL: the `schema_version` table);
+    /// the steps are in ``JournalSchema``.
     public static var schemaVersion: Int64 { JournalSchema.version }
 
     /// The database file, or the PostgreSQL URL without its password.
@@ -236,7 +233,7 @@ public final class Journal: Sendable {
         return try sqlite.withDatabase(body)
     }
 
-    private func read<T: Sendable>(_ body: (any JournalSQL) throws -> T) throws -> T {
+    func read<T: Sendable>(_ body: (any JournalSQL) throws -> T) throws -> T {
         try plain { try store.transaction(write: false, body) }
     }
 
@@ -572,9 +569,11 @@ public final class Journal: Sendable {
     private static func storeFiles(_ files: [InjectedFile], id: Int64, db: any JournalSQL) throws {
         for (position, file) in files.enumerated() {
             try db.run(
-                "INSERT INTO injected_files (flash_id, position, path, sha256, mode, uid, gid) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [.integer(id), .integer(Int64(position)), .text(file.path), .text(file.sha256),
-                 .integer(Int64(file.mode)), .integer(Int64(file.uid)), .integer(Int64(file.gid))])
+                "INSERT INTO injected_files (flash_id, position, path, digest, digest_kind, mode, uid, gid)"
+                    + " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [.integer(id), .integer(Int64(position)), .text(file.path), .text(file.digest.hex ?? ""),
+                 .text(file.digest.storedKind), .integer(Int64(file.mode)), .integer(Int64(file.uid)),
+                 .integer(Int64(file.gid))])
         }
     }
 
@@ -585,11 +584,12 @@ public final class Journal: Sendable {
         var files: [Int64: [InjectedFile]] = [:]
         let marks = Array(repeating: "?", count: ids.count).joined(separator: ", ")
         for file in try db.query(
-            "SELECT flash_id, path, sha256, mode, uid, gid FROM injected_files WHERE flash_id IN (\(marks)) "
+            "SELECT flash_id, path, digest, digest_kind, mode, uid, gid FROM injected_files WHERE flash_id IN (\(marks)) "
                 + "ORDER BY flash_id, position", ids.map { .integer($0) })
         {
             files[file["flash_id"].int64 ?? 0, default: []].append(InjectedFile(
-                path: file["path"].string ?? "", sha256: file["sha256"].string ?? "",
+                path: file["path"].string ?? "",
+                digest: ContentDigest(storedKind: file["digest_kind"].string, hex: file["digest"].string ?? ""),
                 mode: UInt16(truncatingIfNeeded: file["mode"].int64 ?? 0),
                 uid: UInt32(truncatingIfNeeded: file["uid"].int64 ?? 0),
                 gid: UInt32(truncatingIfNeeded: file["gid"].int64 ?? 0)))

@@ -124,7 +124,15 @@ enum JournalSchema {
                 """,
             ]
         },
-        // (Versions 2 and 3 are taken by other work in progress: the card map, the digest kind.)
+        // (Version 2 is the card map's, merged with the atomic flash pipeline.)
+        // Keyed digests: the column says what the digest is. Rows written before keep their plain
+        // SHA-256 with digest_kind NULL: read and shown, never written again.
+        JournalMigration(version: 3) { _ in
+            [
+                "ALTER TABLE injected_files RENAME COLUMN sha256 TO digest",
+                "ALTER TABLE injected_files ADD COLUMN digest_kind TEXT",
+            ]
+        },
         // Fleet: an idempotency key per attempt (a write repeated after a lost connection finds its
         // row instead of adding one), and the stations' heartbeats with their slots' state.
         JournalMigration(version: 4) { d in

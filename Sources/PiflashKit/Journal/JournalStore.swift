@@ -75,6 +75,9 @@ final class SQLiteJournalStore: JournalStore {
             // `piflash history`): the switch to WAL and the schema wait for each other.
             _ = try db.retryingWhileBusy { try db.query("PRAGMA journal_mode=WAL") }
             try db.execute("PRAGMA foreign_keys=ON")
+            // Deleted and overwritten content (a scrubbed plain digest, rewritten file rows) is
+            // zeroed in the file rather than left in free space.
+            try db.execute("PRAGMA secure_delete=ON")
             try db.retryingWhileBusy { try db.transaction { try body(db, .sqlite, path) } }
         }
     }

@@ -458,8 +458,9 @@ public final class StationDaemon: @unchecked Sendable {
     /// All must hold: the slot's newest journal entry is a success; the card has the device
     /// serial, by-path and size recorded there (a different card, or the same card after it was
     /// rewritten elsewhere, usually differs in size or fails the next check); and the card still
-    /// holds exactly the files injected then (each file's SHA-256, mode, uid and gid read back
-    /// from the card's root filesystem equal the journal's). Anything unreadable means "no".
+    /// holds exactly the files injected then (each file's digest — keyed for secret-derived
+    /// content —, mode, uid and gid read back from the card's root filesystem equal the
+    /// journal's). Anything unreadable means "no".
     func alreadyProvisioned(_ slot: SlotConfig, disk: DiskDescription, report: Bool = false)
         -> Result<JournalEntry, PiflashError>
     {
@@ -485,9 +486,12 @@ public final class StationDaemon: @unchecked Sendable {
             if last.files.isEmpty { return .success(last) }
             let files = try host.bootstrap(identities: identities(for: host)).files
             let root = try RootPartition.locate(on: disk.devnode, selector: host.root)
-            let onCard = try InjectionVerifier.verify(files, root: root, on: disk.devnode)
-            return onCard == last.files ? .success(last)
-                : no("the files on the card differ from journal entry \(last.id ?? 0)")
+            // The card holds the files as rendered now (read back); the journal's records
+            // describe them (keyed digests recomputed under the host's key, legacy plain ones by
+            // SHA-256): then the card holds what was injected then.
+            try InjectionVerifier.verify(files, root: root, on: disk.devnode)
+            return last.files.count == files.count && zip(last.files, files).allSatisfy { $0.describes($1) }
+                ? .success(last) : no("the files on the card differ from journal entry \(last.id ?? 0)")
         } catch {
             return no("the card does not hold \(hostName)'s files: \(error)")
         }

@@ -140,6 +140,14 @@ public struct DiskDescription: Sendable, Equatable {
         return words.isEmpty ? devnode : words.joined(separator: " ")
     }
 
+    /// A virtual disk with nothing behind it — a detached loop device, an empty zram device, an
+    /// unconnected nbd device — that no one could mean as a target. `piflash devices --all`
+    /// counts these instead of listing them (unless `--verbose`). A card reader without a card is
+    /// not one: it is hardware the user may be looking for.
+    public var isUnusedVirtualDisk: Bool {
+        size == 0 && [.loop, .zram, .nbd].contains(bus)
+    }
+
     // MARK: Building
 
     /// Describes a disk read from live udev and sysfs, with its current mounts.

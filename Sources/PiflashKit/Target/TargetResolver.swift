@@ -11,18 +11,22 @@ public struct TargetRequest: Sendable {
     public var imageSize: UInt64?
     /// `--max-size`: larger disks are refused.
     public var maxSize: UInt64
-    /// `--wait`: how long to wait for a card to be inserted when none is there (0: do not wait).
+    /// `--wait`: how long to wait for a card to be inserted when none is there (0: do not wait;
+    /// `.infinity`: until one is inserted or the user presses Ctrl-C — the default on a terminal).
     public var waitSeconds: Double
+    /// What the card is for, in the waiting line ("insert a card for bastet…"): the host, or the image.
+    public var cardFor: String?
     /// `--yes`: do not ask for confirmation.
     public var assumeYes: Bool
 
     public init(device: String? = nil, imageSize: UInt64? = nil, maxSize: UInt64 = SafetyPolicy.defaultMaxSize,
-                waitSeconds: Double = 0, assumeYes: Bool = false) {
+                waitSeconds: Double = 0, assumeYes: Bool = false, cardFor: String? = nil) {
         self.device = device
         self.imageSize = imageSize
         self.maxSize = maxSize
         self.waitSeconds = waitSeconds
         self.assumeYes = assumeYes
+        self.cardFor = cardFor
     }
 
     public var policy: SafetyPolicy { SafetyPolicy(maxSize: maxSize, imageSize: imageSize) }
@@ -54,12 +58,24 @@ public final class TerminalPrompt: TargetPrompt {
 
     public var isInteractive: Bool { fd >= 0 }
 
+    /// Writes the question and reads one line; nil at end of input or when Ctrl-C (SIGINT or
+    /// SIGTERM, see ``Interrupts``) ends the wait — whichever thread the signal reached.
     private func ask(_ question: String) -> String? {
         guard fd >= 0 else { return nil }
         writeAll(question, to: fd)
         var line: [UInt8] = []
         var byte: UInt8 = 0
         while true {
+            if Interrupts.signal != nil { return nil }
+            var descriptors = [
+                pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: Interrupts.descriptor, events: Int16(POLLIN), revents: 0),
+            ]
+            if poll(&descriptors, 2, -1) < 0 {
+                if errno == EINTR { continue }
+                return nil
+            }
+            if descriptors[1].revents != 0 { return nil }
             let n = read(fd, &byte, 1)
             if n < 0 && errno == EINTR { continue }
             if n <= 0 { return line.isEmpty ? nil : String(decoding: line, as: UTF8.self) }
@@ -121,6 +137,7 @@ public func resolveTarget(_ request: TargetRequest, reporter: any Reporter, prom
     } else {
         // Listen before looking, so a card inserted in between is not missed.
         let monitor = request.waitSeconds > 0 ? try UdevMonitor(context: live.context) : nil
+        try Interrupts.check("looking for a card")
         let surveyed = try live.survey(policy)
         let candidates = surveyed.filter(\.decision.isCandidate).map(\.disk)
         switch candidates.count {
@@ -131,7 +148,12 @@ public func resolveTarget(_ request: TargetRequest, reporter: any Reporter, prom
                 throw PiflashError.failure(
                     "no SD card found", hint: "insert one, pass --wait SECONDS to wait for it, or see why each disk is refused with `piflash devices --all`")
             }
-            disk = try waitForCard(monitor: monitor, live: live, policy: policy, seconds: request.waitSeconds, reporter: reporter)
+            // A card already in a reader but refused (locked, too small) is why we wait: say so.
+            for entry in surveyed where !entry.decision.candidateBecause.isEmpty && entry.disk.size > 0 {
+                reporter.note("the card in \(entry.disk.readerDescription) is refused (\(entry.decision.summary))")
+            }
+            disk = try waitForCard(monitor: monitor, live: live, policy: policy, seconds: request.waitSeconds,
+                                   cardFor: request.cardFor, reporter: reporter)
         default:
             guard prompt.isInteractive else {
                 throw PiflashError.usage(
@@ -139,21 +161,28 @@ public func resolveTarget(_ request: TargetRequest, reporter: any Reporter, prom
                     hint: "choose one with --device")
             }
             guard let chosen = try prompt.choose(candidates) else {
+                try Interrupts.check("choosing a card (nothing was written)")
                 throw PiflashError.refused("no card was chosen")
             }
             disk = chosen
         }
     }
 
+    // The description is shown once: with the question when there is one, else as notes (a log
+    // of a `--yes` run still says which card it wrote).
     let summary = disk.summaryLines
-    for line in summary { reporter.note(line) }
+    let asking = !request.assumeYes && prompt.isInteractive
+    if !asking {
+        for line in summary { reporter.note(line) }
+    }
     reporter.event("target", disk.jsonFields(includeProperties: false))
     if !request.assumeYes {
-        guard prompt.isInteractive else {
+        guard asking else {
             throw PiflashError.refused("not writing to \(disk.devnode) without confirmation: there is no terminal to ask on",
                                        path: disk.devnode, hint: "pass --yes to write without asking")
         }
         guard try prompt.confirm(disk, summary: summary) else {
+            try Interrupts.check("asking for confirmation (\(disk.devnode) was left untouched)")
             throw PiflashError.refused("not confirmed: \(disk.devnode) was left untouched", path: disk.devnode)
         }
     }
@@ -203,17 +232,29 @@ public func refusal(_ disk: DiskDescription, _ decision: Decision) -> PiflashErr
 
 /// Waits on the udev monitor for a card: an `add` of a whole disk, or a `change` that gives it a
 /// size (a reader announcing a new medium). Events with a bogus device path (`/sdb`) and
-/// partitions are ignored; a disk that appears but is refused is reported once.
-func waitForCard(monitor: UdevMonitor, live: LiveDisks, policy: SafetyPolicy, seconds: Double, reporter: any Reporter)
-    throws -> DiskDescription
+/// partitions are ignored; a disk that appears but is refused is reported once. Says first what
+/// it waits for ("insert a card for bastet… (Ctrl-C to stop)") and then which reader the card
+/// appeared in.
+///
+/// - Parameters:
+///   - seconds: the longest wait; `.infinity` waits until a card comes or a signal ends it.
+///   - cardFor: the host or image the card is for, for the waiting line.
+/// - Throws: ``PiflashError`` `.failure` when the time runs out or SIGINT/SIGTERM ends the wait.
+func waitForCard(monitor: UdevMonitor, live: LiveDisks, policy: SafetyPolicy, seconds: Double, cardFor: String?,
+                 reporter: any Reporter) throws -> DiskDescription
 {
-    reporter.note("waiting up to \(formatDuration(seconds)) for a card to be inserted…")
-    reporter.event("waiting", [("seconds", .double(seconds))])
+    let limited = seconds.isFinite
+    reporter.note(
+        "insert a card" + (cardFor.map { " for \($0)" } ?? "") + "… ("
+            + (limited ? "waiting up to \(formatDuration(seconds)); " : "") + "Ctrl-C to stop)")
+    reporter.event("waiting", [("seconds", limited ? .double(seconds) : .null), ("for", .string(cardFor))])
     let deadline = monotonicSeconds() + seconds
     var reported: Set<String> = []
     while true {
         let remaining = deadline - monotonicSeconds()
-        guard remaining > 0, let event = try monitor.next(timeout: remaining) else {
+        let event = remaining > 0 ? try monitor.next(timeout: remaining, wake: Interrupts.descriptor) : nil
+        try Interrupts.check("waiting for a card (nothing was written)")
+        guard let event else {
             throw PiflashError.failure(
                 "no card was inserted within \(formatDuration(seconds))",
                 hint: "insert a card and try again, or see why each disk is refused with `piflash devices --all`")
@@ -221,10 +262,15 @@ func waitForCard(monitor: UdevMonitor, live: LiveDisks, policy: SafetyPolicy, se
         guard isMediaArrival(event) else { continue }
         guard let disk = try? live.describe(syspath: event.syspath) else { continue }
         let decision = try live.decide(disk, policy: policy)
-        if decision.isCandidate { return disk }
+        if decision.isCandidate {
+            reporter.note("card found in \(disk.readerDescription): \(formatBytes(disk.size))")
+            reporter.event("card_inserted", [("device", .string(disk.devnode)), ("reader", .string(disk.readerDescription)),
+                                             ("by_path", .string(disk.byPath)), ("size", .uint(disk.size))])
+            return disk
+        }
         if !decision.candidateBecause.isEmpty, !reported.contains(disk.devnode) {
             reported.insert(disk.devnode)
-            reporter.note("\(disk.devnode) appeared but \(decision.summary)")
+            reporter.note("a card appeared in \(disk.readerDescription) but \(decision.summary)")
         }
     }
 }
@@ -244,11 +290,23 @@ extension DiskDescription {
         return parts.joined(separator: "  ")
     }
 
+    /// The reader a card sits in, for "card found in …": the reader's vendor and model with
+    /// the device node and its port (`ID_PATH`), or for a loop device the file behind it.
+    public var readerDescription: String {
+        if bus == .loop {
+            return "\(devnode) (loop device" + (loopBackingFile.map { " over \($0)" } ?? "") + ")"
+        }
+        let details = (displayName == devnode ? [] : [devnode]) + (byPath.map { ["port \($0)"] } ?? [])
+        let name = displayName == devnode ? devnode : displayName
+        return details.isEmpty ? name : name + " (" + details.joined(separator: ", ") + ")"
+    }
+
     /// What to show before asking: identity, size, bus, by-path and the partitions with their
     /// filesystems, labels and mount points.
     public var summaryLines: [String] {
         var lines = ["Target: \(devnode)"]
-        lines.append("  model:   " + [vendor, model].compactMap { $0 }.joined(separator: " "))
+        let identity = [vendor, model].compactMap { $0 }.filter { !$0.isEmpty }.joined(separator: " ")
+        if !identity.isEmpty { lines.append("  model:   " + identity) }
         if let serial { lines.append("  serial:  \(serial)") }
         lines.append("  size:    \(formatBytes(size)) (\(size) bytes)")
         lines.append("  bus:     \(bus.rawValue)" + (removable ? ", removable" : "") + (readOnly ? ", read-only" : ""))

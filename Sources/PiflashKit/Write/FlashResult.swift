@@ -16,6 +16,7 @@ public struct FlashResult: Sendable {
     public var writeSeconds: Double = 0
     public var verifySeconds: Double = 0
     public var injectSeconds: Double = 0
+    /// The injected files as read back: keyed digests for secret-derived content.
     public var files: [InjectedFile] = []
     public var hostKeyFingerprint: String?
     public var knownHostsLine: String?
@@ -52,12 +53,7 @@ public struct FlashResult: Sendable {
             ("bytes", .uint(bytes)), ("write_seconds", .double(writeSeconds)), ("verify_seconds", .double(verifySeconds)),
             ("inject_seconds", .double(injectSeconds)),
             ("write_rate", .double(writeRate)), ("verify_rate", .double(verifyRate)),
-            ("files", .array(files.map { file in
-                .object([
-                    ("path", .string(file.path)), ("sha256", .string(file.sha256)), ("mode", .string(file.modeString)),
-                    ("uid", .int(Int64(file.uid))), ("gid", .int(Int64(file.gid))),
-                ])
-            })),
+            ("files", .array(files.map { .object($0.jsonFields) })),
             ("host_key_fingerprint", .string(hostKeyFingerprint)),
             ("known_hosts", .string(knownHostsLine)),
             ("ejected", .bool(ejected)),
@@ -87,7 +83,7 @@ public struct FlashResult: Sendable {
             lines.append(line)
         }
         if let imageSHA256 { lines.append("  image sha256 \(imageSHA256)") }
-        for file in files { lines.append("  \(file.modeString) \(file.uid):\(file.gid) \(file.path)  sha256 \(file.sha256.prefix(16))…") }
+        for file in files { lines.append("  " + file.summaryLine) }
         if let hostKeyFingerprint { lines.append("  host key \(hostKeyFingerprint)") }
         if ok && ejected { lines.append("  the card was ejected: it is safe to remove") }
         return lines.joined(separator: "\n")

@@ -63,8 +63,10 @@ final class StationFixture {
     ///   - unslotted: loop numbers that are candidates but in no slot.
     ///   - hosts: host names to create (all in the queue).
     ///   - ageHost: a host (not in the queue) with the repository's age-encrypted demo secrets.
+    ///   - psks: Wi-Fi passphrases by host (default `psk-HOST`).
     init(slots: [Int], unslotted: [Int] = [], hosts: [String] = ["pi-01", "pi-02"], imageMiB: Int? = nil,
-         slotHosts: [Int: String] = [:], ageHost: String? = nil, extraConfig: String = "") throws {
+         slotHosts: [Int: String] = [:], ageHost: String? = nil, extraConfig: String = "",
+         psks: [String: String] = [:]) throws {
         scratch = try ScratchDirectory("piflash-station-test")
         loops = (slots + unslotted).map { ReservedLoop(number: $0) }
         for loop in loops { try loop.reserve() }
@@ -81,7 +83,7 @@ final class StationFixture {
             try Shell.sh("""
                 mkdir -p '\(secrets)' && ssh-keygen -q -t ed25519 -N '' -C '' -f '\(secrets)/ssh_host_ed25519_key' \
                 && rm '\(secrets)/ssh_host_ed25519_key.pub' && printf 'net-\(host)' > '\(secrets)/wifi_ssid' \
-                && printf 'psk-\(host)' > '\(secrets)/wifi_psk'
+                && printf '\(psks[host] ?? "psk-\(host)")' > '\(secrets)/wifi_psk'
                 """)
             try """
                 [image]

@@ -2,9 +2,12 @@
 enum HostFileText {
     /// - Parameters:
     ///   - wifiTemplate: the template of the Wi-Fi environment file (TOML-escaped).
+    ///   - wifiEnvironment: when given, the Wi-Fi file is an `env` table with this TOML text
+    ///     (e.g. `{ WIFI_SSID = "wifi.ssid", WIFI_PSK = "wifi.psk" }`) instead of the template.
     ///   - modes: write the modes explicitly (else the host file's defaults apply).
     static func canonicalFiles(
-        wifiTemplate: String = "WIFI_SSID=${wifi_ssid}\\nWIFI_PSK=${wifi_psk}\\n", modes: Bool = true
+        wifiTemplate: String = "WIFI_SSID=${wifi_ssid}\\nWIFI_PSK=${wifi_psk}\\n", wifiEnvironment: String? = nil,
+        modes: Bool = true
     ) -> String {
         func mode(_ value: String) -> String { modes ? "mode = \"\(value)\"\n" : "" }
         return """
@@ -18,7 +21,7 @@ enum HostFileText {
             \(mode("0644"))
             [[files]]
             path = "/var/lib/networkmanager/system-connections.env"
-            template = "\(wifiTemplate)"
+            \(wifiEnvironment.map { "env = \($0)" } ?? "template = \"\(wifiTemplate)\"")
             \(mode("0600"))
             """
     }

@@ -10,11 +10,19 @@ final class HostFixture {
     let rawImage: String
     let image: String
     let name: String
-    /// A Wi-Fi password that must arrive literally: a `$`, spaces, a `#` and quotes.
-    let psk = #"pa$$ word "with" #spaces ${not_a_var}"#
+    /// A Wi-Fi password that must arrive literally: a `$`, spaces, a `#` and quotes (by default).
+    let psk: String
+    let ssid: String
 
+    /// - Parameters:
+    ///   - envTable: write the Wi-Fi file with `env = { … }` (systemd-quoted) instead of the raw
+    ///     template.
+    ///   - extraSecrets: YAML lines appended to the secrets.
     init(name: String = "bastet", compression: String = "zst", extraMiB: Int = 16, root: String = "",
-         extraFiles: String = "") throws {
+         extraFiles: String = "", psk: String = #"pa$$ word "with" #spaces ${not_a_var}"#, ssid: String = "Pi Net",
+         envTable: Bool = false, extraSecrets: String = "") throws {
+        self.psk = psk
+        self.ssid = ssid
         scratch = try ScratchDirectory("piflash-test-host")
         self.name = name
         hostsDirectory = scratch.file("hosts")
@@ -26,7 +34,7 @@ final class HostFixture {
         try Shell.sh("ssh-keygen -q -t ed25519 -N '' -C \(name) -f '\(hostKeyFile)'")
         let key = try String(contentsOfFile: hostKeyFile, encoding: .utf8)
         let indentedKey = key.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n")
-        let yaml = "ssh_host_ed25519_key: |\n\(indentedKey)\nwifi:\n  ssid: \"Pi Net\"\n  psk: '\(psk.replacingOccurrences(of: "'", with: "''"))'\nbig: \"\(String(repeating: "x", count: 64))\"\n"
+        let yaml = "ssh_host_ed25519_key: |\n\(indentedKey)\nwifi:\n  ssid: '\(ssid.replacingOccurrences(of: "'", with: "''"))'\n  psk: '\(psk.replacingOccurrences(of: "'", with: "''"))'\nbig: \"\(String(repeating: "x", count: 64))\"\n\(extraSecrets)"
         try Shell.run(["age", "-r", recipient, "-o", "\(hostsDirectory)/secrets/\(name).yaml.age"], input: yaml)
         rawImage = scratch.file("result/nixos-image-sd-card-25.05-aarch64-linux.img")
         try Shell.sh("'\(Shell.packageRoot)/scripts/mk-nixos-like-image' '\(rawImage)' --extra-mib \(extraMiB) >/dev/null")
@@ -40,7 +48,9 @@ final class HostFixture {
             [secrets]
             age = "secrets/\(name).yaml.age"
 
-            \(HostFileText.canonicalFiles(wifiTemplate: "WIFI_SSID=${wifi.ssid}\\nWIFI_PSK=${wifi.psk}\\n"))
+            \(HostFileText.canonicalFiles(
+                wifiTemplate: "WIFI_SSID=${wifi.ssid}\\nWIFI_PSK=${wifi.psk}\\n",
+                wifiEnvironment: envTable ? #"{ WIFI_SSID = "wifi.ssid", WIFI_PSK = "wifi.psk" }"# : nil))
             \(extraFiles)
             [check]
             address = "\(name).local"

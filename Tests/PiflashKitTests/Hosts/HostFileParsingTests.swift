@@ -30,8 +30,9 @@ private let specExample = #"""
 
     [[files]]
     path = "/var/lib/networkmanager/system-connections.env"
-    template = "WIFI_SSID=${wifi_ssid}\nWIFI_PSK=${wifi_psk}\n"
-    mode = "0600"
+    env = { WIFI_SSID = "wifi_ssid", WIFI_PSK = "wifi_psk" }   # KEY = secret name: KEY=value lines, quoted
+    mode = "0600"                                              # so systemd's EnvironmentFile= yields the exact bytes
+    # (template = "…${name}…" stays for raw text files: substituted verbatim, no escaping)
 
     [check]
     address = "bastet.local"
@@ -77,7 +78,9 @@ struct HostFileParsingTests {
         #expect(host.files.allSatisfy { $0.uid == 0 && $0.gid == 0 })
         #expect(host.files[0].source == .secret("ssh_host_ed25519_key"))
         #expect(host.files[1].source == .publicKeyOf("ssh_host_ed25519_key"))
-        #expect(host.files[2].source == .template("WIFI_SSID=${wifi_ssid}\nWIFI_PSK=${wifi_psk}\n"))
+        #expect(host.files[2].source == .environment([
+            .init(name: "WIFI_PSK", secret: "wifi_psk"), .init(name: "WIFI_SSID", secret: "wifi_ssid"),
+        ]))
         #expect(host.check == HostFile.CheckSection(
             address: "bastet.local", sshPort: 22, tcp: [22], http: ["http://{address}:9199/ups_metrics"]))
         #expect(host.warnings.isEmpty)
@@ -248,7 +251,7 @@ struct HostFileParsingTests {
         #expect(message.contains("`secret` and `template`"))
         let none = hostFile(files: "[[files]]\npath = \"/var/lib/a\"\nmode = \"0600\"\n")
         let other = hostsUsageError { _ = try HostFile.parse(none, path: "/h/x.toml") }?.description ?? ""
-        #expect(other.contains("needs one of `secret`, `public_key_of` or `template`"))
+        #expect(other.contains("needs one of `secret`, `public_key_of`, `template` or `env`"))
     }
 
     @Test("bad modes are refused", arguments: ["\"0800\"", "\"17777\"", "\"rw-------\"", "\"\"", "600", "0o600"])

@@ -39,8 +39,9 @@ struct HostRenderingTests {
             """)
         let bytes: [UInt8] = [0, 0xff, 0x0a, 0x24, 0x7b, 0x80, 0x5c]
         let files = try host.render(secrets: SecretValues(["nested.deep.blob": bytes]))
-        #expect(files == [BootstrapFile(path: "/var/lib/bootstrap/blob", content: bytes, mode: 0o400, uid: 7, gid: 8)])
-        #expect(files[0].record.sha256 == sha256Hex(bytes))
+        let key = try #require(DigestKey(secrets: SecretValues(["nested.deep.blob": bytes]), names: ["nested.deep.blob"]))
+        #expect(files == [BootstrapFile(path: "/var/lib/bootstrap/blob", content: bytes, mode: 0o400, uid: 7, gid: 8, digestKey: key)])
+        #expect(files[0].record.digest == .hmacSHA256(key.macHex(bytes)), "a secret file is recorded by its keyed digest")
     }
 
     @Test("a template naming a missing secret is a usage error naming it and the file")
@@ -154,7 +155,7 @@ struct HostRenderingTests {
         #expect(String(decoding: bootstrap.files[1].content, as: UTF8.self) == publicLine + " example\n")
         #expect(bootstrap.knownHostsLine == "example,example.local " + publicLine)
         let env = String(decoding: bootstrap.files[2].content, as: UTF8.self)
-        #expect(env == "WIFI_SSID=Demo Net 5G\nWIFI_PSK=demo pa$$word 42\n")
+        #expect(env == "WIFI_PSK=\"demo pa\\$\\$word 42\"\nWIFI_SSID=\"Demo Net 5G\"\n")
     }
 }
 

@@ -212,9 +212,14 @@ struct Ext4PatcherTests {
     func tamperedFile() throws {
         let fixture = try Fixture()
         defer { fixture.remove() }
-        let files = try InjectFixtures.specFiles()
+        var files = try InjectFixtures.specFiles()
+        // The env file is secret-derived: its digest is keyed, and so is the mismatch message.
+        let key = DigestKey(raw: Array(repeating: 7, count: 32))
+        files[2].digestKey = key
         try Ext4Patcher.inject(files, into: fixture.root, on: fixture.image, reporter: SilentReporter())
-        try InjectionVerifier.verify(files, root: fixture.root, on: fixture.image)
+        let readBack = try InjectionVerifier.verify(files, root: fixture.root, on: fixture.image)
+        #expect(readBack[2].digest == .hmacSHA256(key.macHex(files[2].content)))
+        #expect(readBack[1].digest == .sha256(sha256Hex(files[1].content)))
 
         // Replace the content behind the patcher's back with debugfs.
         let evil = fixture.directory + "/evil"
@@ -228,7 +233,10 @@ struct Ext4PatcherTests {
             try InjectionVerifier.verify(files, root: fixture.root, on: fixture.image)
         }
         #expect(content.status == .verificationFailed)
-        #expect(content.message.contains(target) && content.message.contains("content SHA-256"), "\(content.message)")
+        #expect(content.message.contains(target) && content.message.contains("content hmac-sha256 is"), "\(content.message)")
+        #expect(content.message.contains("expected \(key.macHex(files[2].content))"))
+        #expect(!content.message.contains(sha256Hex(files[2].content)), "no plain digest of the secret content")
+        #expect(!content.message.contains("bytes"), "no size of the secret content: \(content.message)")
 
         // Only the mode changed.
         try Ext4Patcher.inject(files, into: fixture.root, on: fixture.image, reporter: SilentReporter())

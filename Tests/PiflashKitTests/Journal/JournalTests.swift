@@ -108,9 +108,9 @@ struct JournalTests {
         entry.writeRate = 35_495_597.0
         entry.verifyRate = 85_048_000.5
         entry.files = [
-            InjectedFile(path: "/var/lib/bootstrap/ssh_host_ed25519_key", sha256: String(repeating: "0", count: 64), mode: 0o600, uid: 0, gid: 0),
-            InjectedFile(path: "/var/lib/bootstrap/ssh_host_ed25519_key.pub", sha256: String(repeating: "1", count: 64), mode: 0o644, uid: 0, gid: 0),
-            InjectedFile(path: "/var/lib/x", sha256: String(repeating: "2", count: 64), mode: 0o4755, uid: 1000, gid: 100),
+            InjectedFile(path: "/var/lib/bootstrap/ssh_host_ed25519_key", digest: .hmacSHA256(String(repeating: "0", count: 64)), mode: 0o600, uid: 0, gid: 0),
+            InjectedFile(path: "/var/lib/bootstrap/ssh_host_ed25519_key.pub", digest: .sha256(String(repeating: "1", count: 64)), mode: 0o644, uid: 0, gid: 0),
+            InjectedFile(path: "/var/lib/x", digest: .hmacSHA256(String(repeating: "2", count: 64)), mode: 0o4755, uid: 1000, gid: 100),
         ]
         entry.hostKeyFingerprint = "SHA256:5fEFhhsioEBdFJcRBapCJ4LhqIzjzmDCP53ednmNSmI"
         entry.ok = true
