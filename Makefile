@@ -14,7 +14,7 @@ export PATH := /opt/swift/usr/bin:$(PATH):/usr/sbin:/sbin
 # Debian packages piflash builds against, and the real tools its tests and demo use.
 APT_PACKAGES = pkg-config libudev-dev libblkid-dev libext2fs-dev libzstd-dev liblzma-dev zlib1g-dev \
 	libsqlite3-dev e2fsprogs dosfstools mtools fdisk udev zstd xz-utils util-linux age \
-	openssh-server openssh-client bmap-tools sqlite3 python3 gzip coreutils procps iproute2 \
+	openssh-server openssh-client bmap-tools sqlite3 python3 gzip coreutils procps iproute2 postgresql \
 	$(FIRSTBOOT_TEST_PACKAGES)
 
 # The real readers the first-boot tests check against: Nix (evaluates hosts/nixos with

@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssh", from: "0.15.1"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         cLibrary("CUdev", "libudev", apt: "libudev-dev"),
@@ -39,6 +40,8 @@ let package = Package(
             name: "PiflashPlatform",
             dependencies: [
                 "PiflashCore", "CUdev", "CBlkid", "CExt2fs", "CZstd", "CLzma", "CZlib", "CSQLite", "CPiflashShim",
+                // The PostgreSQL wire protocol (a shared journal): wrapped once, behind a blocking API.
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ]
         ),
         // age, SOPS, OpenSSH keys: pure Swift on swift-crypto.
@@ -92,9 +95,11 @@ let package = Package(
         ),
         .executableTarget(name: "piflash", dependencies: ["PiflashCommands"]),
 
+        // A real PostgreSQL server (initdb/pg_ctl in a temporary folder) for the shared-journal tests.
+        .target(name: "PostgreSQLFixture", path: "Tests/PostgreSQLFixture"),
         .testTarget(name: "PiflashSecretsTests", dependencies: ["PiflashSecrets"]),
-        .testTarget(name: "PiflashKitTests", dependencies: ["PiflashKit", "PiflashPlatform"]),
+        .testTarget(name: "PiflashKitTests", dependencies: ["PiflashKit", "PiflashPlatform", "PostgreSQLFixture"]),
         .testTarget(name: "PiflashCheckTests", dependencies: ["PiflashCheck", "PiflashKit"]),
-        .testTarget(name: "PiflashCommandsTests", dependencies: ["PiflashCommands", "PiflashKit", "PiflashStationViews"]),
+        .testTarget(name: "PiflashCommandsTests", dependencies: ["PiflashCommands", "PiflashKit", "PiflashStationViews", "PostgreSQLFixture"]),
     ]
 )

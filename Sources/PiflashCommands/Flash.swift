@@ -37,7 +37,7 @@ struct Flash: AsyncParsableCommand {
 
     @OptionGroup var identity: AgeIdentityOptions
 
-    @Option(name: .long, help: ArgumentHelp("The flash journal (default: /var/lib/piflash/journal.sqlite for root, else $XDG_STATE_HOME/piflash/journal.sqlite).", valueName: "PATH"))
+    @Option(name: .long, help: ArgumentHelp("The flash journal (default: /var/lib/piflash/journal.sqlite for root, else $XDG_STATE_HOME/piflash/journal.sqlite), or postgresql://USER@HOST[:PORT]/DB shared by several machines.", valueName: "PATH"))
     var journal: String?
 
     @OptionGroup var output: OutputOptions

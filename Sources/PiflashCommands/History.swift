@@ -12,7 +12,9 @@ struct History: AsyncParsableCommand {
             file, the result (ok, failed, or unfinished when the process died mid-flash), the \
             write rate and the error. The journal is an SQLite database: --journal PATH, else \
             /var/lib/piflash/journal.sqlite for root, else $XDG_STATE_HOME/piflash/journal.sqlite \
-            (~/.local/state/piflash/journal.sqlite). It holds file paths and digests, never \
+            (~/.local/state/piflash/journal.sqlite); or a PostgreSQL database shared by several \
+            machines: --journal postgresql://USER@HOST[:PORT]/DB (the password from the URL or \
+            $PGPASSWORD). It holds file paths and digests, never \
             secrets: a keyed digest (hmac_sha256) of every file made from secrets, a plain \
             sha256 of public files. Journals written by a piflash before keyed digests hold \
             plain SHA-256 digests of every file, which for a file made from secrets (a Wi-Fi \
@@ -24,7 +26,7 @@ struct History: AsyncParsableCommand {
     @Argument(help: "Only this host's attempts.")
     var host: String?
 
-    @Option(help: ArgumentHelp("The journal database.", valueName: "path"))
+    @Option(help: ArgumentHelp("The journal: an SQLite file, or postgresql://USER@HOST[:PORT]/DB.", valueName: "path"))
     var journal: String?
 
     @Option(help: "Show at most this many attempts.")
@@ -45,7 +47,7 @@ struct History: AsyncParsableCommand {
 
     func run() async throws {
         let path = Journal.defaultPath(explicit: journal)
-        guard FileManager.default.fileExists(atPath: path) else {
+        guard Journal.isDatabaseURL(path) || FileManager.default.fileExists(atPath: path) else {
             if journal != nil {
                 throw PiflashError.usage("there is no journal at \(path)", path: path)
             }
@@ -61,7 +63,7 @@ struct History: AsyncParsableCommand {
         if json {
             for entry in entries { printJSON(entry.json) }
         } else if entries.isEmpty {
-            writeAll("no flashes recorded\(host.map { " for \($0)" } ?? "") in \(path)\n", to: STDERR_FILENO)
+            writeAll("no flashes recorded\(host.map { " for \($0)" } ?? "") in \(database.path)\n", to: STDERR_FILENO)
         } else {
             var rows: [[String]] = [["TIME (UTC)", "HOST", "TARGET", "RESULT", "MB/s", "ERROR"]]
             for entry in entries {
@@ -77,7 +79,7 @@ struct History: AsyncParsableCommand {
         }
         let plain = try database.entriesWithPlainDigests(host: host)
         if !plain.isEmpty {
-            writeAll(History.plainDigestNote(plain, journal: path, host: host), to: STDERR_FILENO)
+            writeAll(History.plainDigestNote(plain, journal: database.path, host: host), to: STDERR_FILENO)
         }
     }
 

@@ -4,16 +4,24 @@ import PiflashKit
 /// Runs a flash job and records it in the journal: a row when it starts (so a crash leaves an
 /// "unfinished" attempt behind) and its outcome when it ends. A journal that cannot be written is a
 /// loud warning, not a failed flash: the card's state was proven by reading it back.
+///
+/// `opened` is a journal the caller keeps open (the station's, which writes what a lost PostgreSQL
+/// connection kept back once the server answers again); without it the journal at `journalPath`
+/// is opened for this job, and what it had to keep back is retried for a while before giving up.
 func runRecorded(
-    _ job: FlashJob, command: String, journalPath: String?, hostName: String? = nil, slot: String? = nil,
-    reporter: Reporter
+    _ job: FlashJob, command: String, journalPath: String?, journal opened: Journal? = nil, hostName: String? = nil,
+    slot: String? = nil, reporter: Reporter
 ) -> FlashResult {
     let journal: Journal?
-    do {
-        journal = try Journal(path: Journal.defaultPath(explicit: journalPath))
-    } catch {
-        reporter.warning("the journal cannot be opened, this attempt is not recorded: \(error)")
-        journal = nil
+    if let opened {
+        journal = opened
+    } else {
+        do {
+            journal = try Journal(path: Journal.defaultPath(explicit: journalPath))
+        } catch {
+            reporter.warning("the journal cannot be opened, this attempt is not recorded: \(error)")
+            journal = nil
+        }
     }
     var entry = JournalEntry(
         command: command, host: hostName ?? job.host, slot: slot,
@@ -47,6 +55,18 @@ func runRecorded(
         try journal.finish(entry)
     } catch {
         reporter.warning("the journal cannot be written, this attempt's outcome is not recorded: \(error)")
+    }
+    if opened == nil && journal.pendingWrites > 0 {
+        reporter.warning("the journal's database is unreachable: retrying for up to 60 s to record this attempt")
+        let deadline = monotonicSeconds() + 60
+        var remaining = journal.pendingWrites
+        while remaining > 0 && monotonicSeconds() < deadline {
+            usleep(1_000_000)
+            remaining = (try? journal.flushPending()) ?? journal.pendingWrites
+        }
+        if remaining > 0 {
+            reporter.warning("the journal's database is still unreachable: this attempt is not recorded")
+        }
     }
     return result
 }

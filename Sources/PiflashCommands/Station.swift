@@ -14,7 +14,8 @@ struct Station: AsyncParsableCommand {
             ([[slot]] tables matched on udev properties such as PIFLASH_SLOT or ID_PATH): a `change` event whose \
             size goes from 0 to N, or an `add`. Cards already in a slot at start-up are handled too. Each card \
             gets its slot's fixed host, or the next host of the queue that the journal shows was never flashed \
-            successfully (claimed atomically in the journal, given back when the card fails), and is flashed like \
+            successfully (claimed atomically in the journal, given back when the card fails; with journal = \
+            "postgresql://…" several stations share one queue), and is flashed like \
             `piflash flash` does, on its own thread, in parallel across slots. A card the journal shows was just \
             provisioned in that slot, and which still holds the files injected then, is not flashed again unless \
             reflash = true. SIGTERM or SIGINT: no new cards, running jobs stop safely (their cards are left \
@@ -53,9 +54,12 @@ struct Station: AsyncParsableCommand {
         let daemon: StationDaemon
         var web: WebServer?
         do {
-            daemon = try StationDaemon(config: stationConfig) { job, hostName, slot, reporter in
-                runRecorded(job, command: "station", journalPath: stationConfig.journal, hostName: hostName, slot: slot,
-                            reporter: reporter)
+            // One journal for the station and its jobs: what a lost PostgreSQL connection keeps
+            // back is written by the station's heartbeat once the server answers again.
+            let journal = try Journal(path: Journal.defaultPath(explicit: stationConfig.journal))
+            daemon = try StationDaemon(config: stationConfig, journal: journal) { job, hostName, slot, reporter in
+                runRecorded(job, command: "station", journalPath: stationConfig.journal, journal: journal,
+                            hostName: hostName, slot: slot, reporter: reporter)
             }
             // Every view reads the one stream of the station; the web page and the terminal
             // screen read its state through the same source.

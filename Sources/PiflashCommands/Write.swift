@@ -26,7 +26,7 @@ struct Write: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The SHA-256 the uncompressed image must have.", valueName: "HEX"))
     var sha256: String?
 
-    @Option(name: .long, help: ArgumentHelp("The flash journal (default: /var/lib/piflash/journal.sqlite for root).", valueName: "PATH"))
+    @Option(name: .long, help: ArgumentHelp("The flash journal (default: /var/lib/piflash/journal.sqlite for root; or postgresql://USER@HOST[:PORT]/DB, shared by several machines).", valueName: "PATH"))
     var journal: String?
 
     @OptionGroup var output: OutputOptions

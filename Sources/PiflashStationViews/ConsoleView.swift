@@ -63,6 +63,14 @@ public final class ConsoleView: StationObserver, @unchecked Sendable {
             note(message)
         case .warning(let message):
             warning(message)
+        case .journal(let reachable, let detail):
+            if reachable {
+                note("the journal answers again: taking cards")
+            } else {
+                warning("the journal does not answer (\(detail ?? "")): no new cards; running jobs finish and are "
+                        + "recorded when it answers again")
+            }
+            draw(force: true)
         case .job(let slot, .warning(let message)):
             warning("slot \(slot): \(message)")
         case .job:

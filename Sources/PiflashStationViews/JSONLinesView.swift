@@ -50,6 +50,14 @@ public final class JSONLinesView: StationObserver, Sendable {
             events.note(message)
         case .warning(let message):
             events.warning(message)
+        case .journal(let reachable, let detail):
+            events.event("journal", [("state", .string(reachable ? "reachable" : "unreachable")), ("detail", .string(detail))])
+            if reachable {
+                events.note("the journal answers again: taking cards")
+            } else {
+                events.warning("the journal does not answer (\(detail ?? "")): no new cards; running jobs finish and are "
+                               + "recorded when it answers again")
+            }
         case .tick:
             break
         }

@@ -69,6 +69,8 @@ public struct StationScreen: Sendable {
             return already ? "✓ already provisioned \(ago), not flashed again" + entry : "✓ verified \(ago)" + entry
         case .failed(let reason):
             return "✗ failed \(ago): " + reason.replacingOccurrences(of: "\n", with: " ")
+        case .waiting(let reason):
+            return "… waiting \(ago): " + reason.replacingOccurrences(of: "\n", with: " ")
         }
     }
 

@@ -134,22 +134,31 @@ public struct JournalEntry: Sendable, Equatable, Codable {
     }
 }
 
-/// The flash journal: an SQLite database (WAL mode) of every attempt, and the station's host
-/// claims. Safe to share between threads (one connection behind a lock) and between processes
-/// (SQLite locking with a busy timeout).
+/// The flash journal: every attempt, and the station's host claims and heartbeats. Either an
+/// SQLite file (WAL mode; the default, shared between the processes of one machine through
+/// SQLite's locking) or a PostgreSQL database (`postgresql://USER@HOST/DB`, shared by several
+/// stations). Both run the same statements and the same schema (``JournalSchema``). Safe to share
+/// between threads (one connection behind a lock).
+///
+/// With PostgreSQL the connection can be lost (the server restarts, the network drops): a write
+/// that finds it lost is kept in memory, in order, and written by ``flushPending()`` once the
+/// server answers again; every attempt carries an idempotency key, so a write repeated after a lost
+/// answer updates its row instead of adding one. Until then ``isAvailable`` is false.
 public final class Journal: Sendable {
-    /// The schema version stored in `PRAGMA user_version`: 1 the attempts, their files and the
-    /// station's claims; 2 adds `injected_blocks` (the card map); 3 gives injected files a digest
-    /// kind (`digest`, `digest_kind`: keyed `hmac_sha256` for secret-derived content, `sha256` for
-    /// public content; NULL marks the plain digests of older versions). Older journals are migrated
-    /// forward when opened.
-    public static let schemaVersion: Int64 = 3
+    /// The schema version (SQLite: `PRAGMA user_version`; PostgreSQL: the `schema_version` table);
+    /// the steps are in ``JournalSchema``.
+    public static var schemaVersion: Int64 { JournalSchema.version }
 
-    /// The database file.
+    /// The database file, or the PostgreSQL URL without its password.
     public let path: String
-    private let connection: Mutex<SQLiteDatabase>
+    /// Whether the journal is a PostgreSQL database (shared by several machines).
+    public let isShared: Bool
+    private let store: any JournalStore
+    private let pending = Mutex(Outbox())
+    /// `pending`'s count, readable without waiting for a write in progress.
+    private let waiting = Atomic<Int>(0)
 
-    /// Where the journal lives: `explicit` (`--journal PATH`), else for root
+    /// Where the journal lives: `explicit` (`--journal PATH` or `postgresql://…`), else for root
     /// `/var/lib/piflash/journal.sqlite`, else `$XDG_STATE_HOME/piflash/journal.sqlite`
     /// (`$XDG_STATE_HOME` defaulting to `~/.local/state`).
     public static func defaultPath(
@@ -165,146 +174,85 @@ public final class Journal: Sendable {
         return home + "/.local/state/piflash/journal.sqlite"
     }
 
-    /// Opens the journal at `path`, creating its folder (0755) and the schema when missing, and
-    /// switches it to WAL mode.
+    /// Whether `location` names a PostgreSQL database (`postgresql://…` or `postgres://…`) rather
+    /// than an SQLite file.
+    public static func isDatabaseURL(_ location: String) -> Bool { PostgreSQLLocation.isURL(location) }
+
+    /// Checks a `postgresql://` URL without connecting.
+    /// - Throws: ``PiflashError`` (exit 2) naming what is missing or wrong.
+    public static func checkDatabaseURL(_ url: String) throws {
+        _ = try PostgreSQLLocation(url: url, environment: [:])
+    }
+
+    /// Opens the journal at `path` — an SQLite file, or a `postgresql://USER@HOST[:PORT]/DB` URL —
+    /// and brings its schema up to date. An SQLite file is created with its folder (0755) and
+    /// switched to WAL mode.
     ///
-    /// - Throws: ``PiflashError`` (exit 1) when the folder or file cannot be created or opened,
-    ///   (exit 2) when the file holds a newer schema than this piflash knows.
+    /// - Throws: ``PiflashError`` (exit 1) when the folder or file cannot be created or opened, or
+    ///   the server cannot be reached; (exit 2) for a malformed URL, or when the database holds a
+    ///   newer schema than this piflash knows.
     public init(path: String) throws {
-        self.path = path
-        let folder = (path as NSString).deletingLastPathComponent
-        if !folder.isEmpty && !FileManager.default.fileExists(atPath: folder) {
-            do {
-                try FileManager.default.createDirectory(
-                    atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
-            } catch {
-                throw PiflashError.failure(
-                    "cannot create the journal's folder \(folder)", path: path,
-                    hint: "choose another file with --journal PATH")
-            }
+        if PostgreSQLLocation.isURL(path) {
+            let location = try PostgreSQLLocation(url: path)
+            self.path = location.description
+            isShared = true
+            store = PostgreSQLJournalStore(try PostgreSQLConnection(location: location))
+        } else {
+            self.path = path
+            isShared = false
+            store = try SQLiteJournalStore(path: path)
         }
-        let db = try SQLiteDatabase(path: path)
-        try Journal.migrate(db)
-        connection = Mutex(db)
+        try plain { try store.migrate(Journal.migrate) }
     }
 
-    private static func migrate(_ db: SQLiteDatabase) throws {
-        // Several processes may open a fresh journal at once (the station's slots, a concurrent
-        // `piflash history`): the switch to WAL and the schema wait for each other.
-        try db.retryingWhileBusy { try db.query("PRAGMA journal_mode=WAL") }
-        try db.execute("PRAGMA foreign_keys=ON")
-        // Deleted and overwritten content (a scrubbed plain digest, rewritten file rows) is zeroed
-        // in the file rather than left in free space.
-        try db.execute("PRAGMA secure_delete=ON")
-        try db.retryingWhileBusy { try migrateSchema(db) }
+    private static func migrate(_ sql: any JournalSQL, _ dialect: JournalDialect, _ path: String) throws {
+        for statement in dialect.prepareMigration { try sql.run(statement, []) }
+        let version = try sql.query(dialect.readVersion, []).first?[0].int64 ?? 0
+        if version > schemaVersion {
+            throw PiflashError.usage(
+                "the journal has schema version \(version), newer than this piflash knows (\(schemaVersion))",
+                path: path, hint: "use a newer piflash, or another journal with --journal")
+        }
+        let steps = JournalSchema.migrations.filter { $0.version > version }
+        guard !steps.isEmpty else { return }
+        for step in steps {
+            for statement in step.statements(dialect) { try sql.run(statement, []) }
+        }
+        for statement in dialect.writeVersion(schemaVersion) { try sql.run(statement, []) }
     }
 
-    private static func migrateSchema(_ db: SQLiteDatabase) throws {
-        try db.transaction {
-            let version = try db.query("PRAGMA user_version").first?[0].int64 ?? 0
-            if version > schemaVersion {
-                throw PiflashError.usage(
-                    "the journal has schema version \(version), newer than this piflash knows (\(schemaVersion))",
-                    path: db.path, hint: "use a newer piflash, or another file with --journal PATH")
-            }
-            if version < 1 {
-                try db.execute(
-                    """
-                    CREATE TABLE IF NOT EXISTS flashes (
-                        id INTEGER PRIMARY KEY AUTOINCREMENT,
-                        started_at TEXT NOT NULL,
-                        finished_at TEXT,
-                        command TEXT NOT NULL,
-                        host TEXT,
-                        slot TEXT,
-                        device_path TEXT,
-                        device_model TEXT,
-                        device_serial TEXT,
-                        device_by_path TEXT,
-                        device_size INTEGER,
-                        output_path TEXT,
-                        image_path TEXT NOT NULL,
-                        image_sha256 TEXT,
-                        bytes INTEGER,
-                        write_seconds REAL,
-                        verify_seconds REAL,
-                        inject_seconds REAL,
-                        write_rate REAL,
-                        verify_rate REAL,
-                        host_key_fingerprint TEXT,
-                        ok INTEGER NOT NULL DEFAULT 0,
-                        error TEXT,
-                        exit_code INTEGER
-                    );
-                    CREATE INDEX IF NOT EXISTS flashes_by_host ON flashes(host, ok, id);
-                    CREATE TABLE IF NOT EXISTS injected_files (
-                        flash_id INTEGER NOT NULL REFERENCES flashes(id) ON DELETE CASCADE,
-                        position INTEGER NOT NULL,
-                        path TEXT NOT NULL,
-                        sha256 TEXT NOT NULL,
-                        mode INTEGER NOT NULL,
-                        uid INTEGER NOT NULL,
-                        gid INTEGER NOT NULL,
-                        PRIMARY KEY (flash_id, position)
-                    );
-                    CREATE TABLE IF NOT EXISTS claims (
-                        host TEXT PRIMARY KEY,
-                        claimant TEXT NOT NULL,
-                        claimed_at TEXT NOT NULL,
-                        claimed_unix REAL NOT NULL
-                    );
-                    PRAGMA user_version = 1;
-                    """)
-            }
-            if version < 2 {
-                // The card map: every range an injection wrote, keyed by the attempt. Exactly one of
-                // sha256 (a host without secrets) and hmac_sha256 (keyed with the host's digest key) is set.
-                try db.execute(
-                    """
-                    CREATE TABLE IF NOT EXISTS injected_blocks (
-                        flash_id INTEGER NOT NULL REFERENCES flashes(id) ON DELETE CASCADE,
-                        position INTEGER NOT NULL,
-                        byte_offset INTEGER NOT NULL,
-                        length INTEGER NOT NULL,
-                        sha256 TEXT,
-                        hmac_sha256 TEXT,
-                        PRIMARY KEY (flash_id, position)
-                    );
-                    PRAGMA user_version = 2;
-                    """)
-            }
-            if version < 3 {
-                // Keyed digests (issue 14): the column says what the digest is. Rows written before
-                // keep their plain SHA-256 with digest_kind NULL: read and shown, never written again.
-                try db.execute(
-                    """
-                    ALTER TABLE injected_files RENAME COLUMN sha256 TO digest;
-                    ALTER TABLE injected_files ADD COLUMN digest_kind TEXT;
-                    PRAGMA user_version = 3;
-                    """)
-            }
+    /// Runs `body`, turning the store's connection-lost marker back into the plain error.
+    private func plain<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let lost as JournalConnectionLost {
+            throw lost.error
         }
     }
 
+    /// Runs `body` on the SQLite connection, for maintenance only SQLite has (`VACUUM`, WAL
+    /// checkpoints).
+    /// - Throws: ``PiflashError`` (exit 2) for a PostgreSQL journal.
     func withDatabase<T: Sendable>(_ body: (SQLiteDatabase) throws -> T) throws -> T {
-        try connection.withLock { db in try body(db) }
+        guard let sqlite = store as? SQLiteJournalStore else {
+            throw PiflashError.usage("this works on an SQLite journal only, not on \(path)")
+        }
+        return try sqlite.withDatabase(body)
+    }
+
+    func read<T: Sendable>(_ body: (any JournalSQL) throws -> T) throws -> T {
+        try plain { try store.transaction(write: false, body) }
     }
 
     // MARK: Attempts
 
     /// Stores a new attempt as it begins (its `finishedAt` normally nil) and returns its id.
+    ///
+    /// With PostgreSQL and the connection lost, the row is kept in memory and written when the
+    /// server is back (``flushPending()``); the id returned is then a provisional negative number
+    /// that ``finish(_:)`` understands.
     public func begin(_ entry: JournalEntry) throws -> Int64 {
-        try withDatabase { db in
-            try db.transaction {
-                try db.run(
-                    "INSERT INTO flashes (\(Journal.columns.joined(separator: ", "))) VALUES (\(Journal.placeholders))",
-                    Journal.values(entry))
-                let id = db.lastInsertRowID
-                try Journal.storeFiles(entry.files, id: id, db: db)
-                try Journal.storeBlocks(entry.injectedBlocks, id: id, db: db)
-                return id
-            }
-        }
+        try perform(.begin(entry, attempt: UUID().uuidString.lowercased()))
     }
 
     /// Stores a whole attempt at once (begun and finished) and returns its id.
@@ -315,28 +263,17 @@ public final class Journal: Sendable {
     }
 
     /// Completes the attempt `entry.id` with everything in `entry` (results, timings, files,
-    /// error); sets `finishedAt` to now when it is nil.
+    /// error); sets `finishedAt` to now when it is nil. Kept in memory like ``begin(_:)`` when a
+    /// PostgreSQL connection is lost.
     ///
     /// - Throws: ``PiflashError`` when there is no such row or the database fails.
     public func finish(_ entry: JournalEntry) throws {
         guard let id = entry.id else { preconditionFailure("Journal.finish needs the id that begin returned") }
         var entry = entry
         if entry.finishedAt == nil { entry.finishedAt = Date() }
-        let updated = entry
-        try withDatabase { db in
-            try db.transaction {
-                let assignments = Journal.columns.map { "\($0) = ?" }.joined(separator: ", ")
-                let changed = try db.run(
-                    "UPDATE flashes SET \(assignments) WHERE id = ?", Journal.values(updated) + [.integer(id)])
-                if changed != 1 {
-                    throw PiflashError.failure("the journal has no attempt with id \(id)", path: db.path)
-                }
-                try db.run("DELETE FROM injected_files WHERE flash_id = ?", [.integer(id)])
-                try Journal.storeFiles(updated.files, id: id, db: db)
-                try db.run("DELETE FROM injected_blocks WHERE flash_id = ?", [.integer(id)])
-                try Journal.storeBlocks(updated.injectedBlocks, id: id, db: db)
-            }
-        }
+        let attempt = pending.withLock { $0.attempts[id] }
+        precondition(id > 0 || attempt != nil, "Journal.finish of a provisional id another Journal returned")
+        _ = try perform(.finish(entry, attempt: attempt))
     }
 
     /// Attempts, newest first, of one host (or all), at most `limit` (or all).
@@ -354,82 +291,268 @@ public final class Journal: Sendable {
         }
         let query = sql
         let bound = parameters
-        return try withDatabase { db in
-            try db.transaction(immediate: false) {
-                try db.query(query, bound).map { row in try Journal.entry(row, db: db) }
-            }
-        }
+        return try read { db in try Journal.entries(try db.query(query, bound), db: db) }
     }
 
     /// The attempt with this id, or nil.
     public func entry(id: Int64) throws -> JournalEntry? {
-        try withDatabase { db in
-            try db.query("SELECT * FROM flashes WHERE id = ?", [.integer(id)]).first.map { try Journal.entry($0, db: db) }
-        }
+        try read { db in try Journal.entries(try db.query("SELECT * FROM flashes WHERE id = ?", [.integer(id)]), db: db) }
+            .first
     }
 
     /// The newest successful attempt for a host, or nil when it was never flashed successfully.
     public func lastSuccess(host: String) throws -> JournalEntry? {
-        try withDatabase { db in
-            try db.query(
-                "SELECT * FROM flashes WHERE host = ? AND ok = 1 ORDER BY id DESC LIMIT 1", [.text(host)]
-            ).first.map { try Journal.entry($0, db: db) }
-        }
+        try read { db in
+            try Journal.entries(
+                try db.query("SELECT * FROM flashes WHERE host = ? AND ok = 1 ORDER BY id DESC LIMIT 1", [.text(host)]),
+                db: db)
+        }.first
     }
 
     // MARK: Station claims
 
     /// Atomically picks the first host of `queue` that has never been flashed successfully and
-    /// has no live claim, and claims it for `claimant`. Runs in a `BEGIN IMMEDIATE` transaction,
-    /// so two stations (or two slots) sharing the journal never get the same host.
+    /// has no live claim, and claims it for `claimant`. The whole decision holds the claims
+    /// table's write lock (SQLite's `BEGIN IMMEDIATE`; PostgreSQL's `LOCK TABLE claims`), so two
+    /// stations (or two slots) sharing the journal never get the same host, and a host whose
+    /// success was recorded before its claim was released is never handed out again.
     ///
     /// - Parameters:
     ///   - queue: host names, in the order they are handed out.
-    ///   - claimant: who claims (e.g. `station@machine:slot-A`); shown in the claims table.
-    ///   - staleAfter: a claim older than this many seconds is considered dead (its station
-    ///     crashed) and is taken over.
+    ///   - claimant: who claims (e.g. `station@bench-1:A`); shown in the claims table.
+    ///   - staleAfter: a claim not renewed (``heartbeat(_:)``) for this many seconds, by the
+    ///     database's clock, is dead (its station crashed or lost the database) and is taken over.
     /// - Returns: the claimed host, or nil when every host is done or claimed.
     public func claimNextHost(queue: [String], claimant: String, staleAfter: Double = 6 * 3600) throws -> String? {
-        try withDatabase { db in
-            try db.transaction(immediate: true) {
-                let now = Date()
-                let cutoff = now.timeIntervalSince1970 - staleAfter
-                for host in queue {
-                    let flashed = try db.query(
-                        "SELECT 1 FROM flashes WHERE host = ? AND ok = 1 LIMIT 1", [.text(host)])
-                    if !flashed.isEmpty { continue }
-                    let claim = try db.query("SELECT claimed_unix FROM claims WHERE host = ?", [.text(host)])
-                    if let claimedAt = claim.first?[0].double, claimedAt >= cutoff { continue }
-                    try db.run(
-                        "INSERT OR REPLACE INTO claims (host, claimant, claimed_at, claimed_unix) VALUES (?, ?, ?, ?)",
-                        [.text(host), .text(claimant), .text(iso8601UTC(now)), .real(now.timeIntervalSince1970)])
-                    return host
-                }
-                return nil
+        guard !queue.isEmpty else { return nil }
+        let dialect = store.dialect
+        return try plain {
+            try store.transaction(write: true) { db in
+                if let lock = dialect.lockClaims { try db.run(lock, []) }
+                guard let host = try Journal.queueStatus(queue, staleAfter: staleAfter, db: db, dialect: dialect)
+                    .remaining.first else { return nil }
+                try db.run(
+                    """
+                    INSERT INTO claims (host, claimant, claimed_at, claimed_unix) VALUES (?, ?, ?, \(dialect.nowEpoch))
+                    ON CONFLICT (host) DO UPDATE SET claimant = excluded.claimant, claimed_at = excluded.claimed_at,
+                        claimed_unix = excluded.claimed_unix
+                    """,
+                    [.text(host), .text(claimant), .text(iso8601UTC(Date()))])
+                return host
             }
         }
     }
 
+    /// Where each host of `queue` stands: flashed successfully (`done`), claimed by a live claim
+    /// (`claimed`, with the claimant), or to be handed out (`remaining`), each in queue order.
+    public func queueStatus(queue: [String], staleAfter: Double = 6 * 3600) throws -> QueueStatus {
+        guard !queue.isEmpty else { return QueueStatus(done: [], claimed: [], remaining: []) }
+        let dialect = store.dialect
+        return try read { db in try Journal.queueStatus(queue, staleAfter: staleAfter, db: db, dialect: dialect) }
+    }
+
+    private static func queueStatus(_ queue: [String], staleAfter: Double, db: any JournalSQL, dialect: JournalDialect)
+        throws -> QueueStatus
+    {
+        let marks = Array(repeating: "?", count: queue.count).joined(separator: ", ")
+        let hosts = queue.map { SQLiteValue.text($0) }
+        let flashed = Set(try db.query(
+            "SELECT DISTINCT host FROM flashes WHERE ok = 1 AND host IN (\(marks))", hosts
+        ).compactMap { $0[0].string })
+        var claimants: [String: String] = [:]
+        for row in try db.query(
+            "SELECT host, claimant FROM claims WHERE claimed_unix >= \(dialect.nowEpoch) - ? AND host IN (\(marks))",
+            [.real(staleAfter)] + hosts)
+        {
+            if let host = row[0].string { claimants[host] = row[1].string ?? "" }
+        }
+        return QueueStatus(
+            done: queue.filter { flashed.contains($0) },
+            claimed: queue.compactMap { host in
+                flashed.contains(host) ? nil : claimants[host].map { (host: host, claimant: $0) }
+            },
+            remaining: queue.filter { !flashed.contains($0) && claimants[$0] == nil })
+    }
+
     /// Releases `claimant`'s claim on `host` (after its flash ended, well or not), so the host can
     /// be handed out again if it still has no successful flash. Releasing a claim that is not
-    /// held is not an error.
+    /// held is not an error. Kept in memory like ``begin(_:)`` when a PostgreSQL connection is
+    /// lost, and written after the attempts before it.
     public func releaseClaim(host: String, claimant: String) throws {
-        try withDatabase { db in
-            _ = try db.run("DELETE FROM claims WHERE host = ? AND claimant = ?", [.text(host), .text(claimant)])
-        }
+        _ = try perform(.release(host: host, claimant: claimant))
     }
 
     /// Releases every claim of `claimant` (a station starting up again after a crash).
     public func releaseClaims(claimant: String) throws {
-        try withDatabase { db in
-            _ = try db.run("DELETE FROM claims WHERE claimant = ?", [.text(claimant)])
-        }
+        _ = try perform(.release(host: nil, claimant: claimant))
     }
 
     /// The live claims: host and claimant.
     public func claims() throws -> [(host: String, claimant: String)] {
-        let rows = try withDatabase { db in try db.query("SELECT host, claimant FROM claims ORDER BY host") }
+        let rows = try read { db in try db.query("SELECT host, claimant FROM claims ORDER BY host", []) }
         return rows.map { (host: $0["host"].string ?? "", claimant: $0["claimant"].string ?? "") }
+    }
+
+    // MARK: Stations
+
+    /// Records that a station is alive: its row in `stations` (machine, pid, start, its slots'
+    /// state as JSON) gets the database's time, and the claims of its `claimants` are renewed,
+    /// so they stay live while it heart-beats. Writes what was kept in memory first.
+    ///
+    /// - Throws: ``PiflashError`` when the database cannot be reached (nothing is kept: the next
+    ///   heartbeat says the same, newer).
+    public func heartbeat(_ beat: StationHeartbeat, claimants: [String]) throws {
+        try flushPending()
+        let dialect = store.dialect
+        try plain {
+            try store.transaction(write: true) { db in
+                try db.run(
+                    """
+                    INSERT INTO stations (name, machine, pid, started_at, heartbeat_at, heartbeat_unix, slots)
+                    VALUES (?, ?, ?, ?, ?, \(dialect.nowEpoch), ?)
+                    ON CONFLICT (name) DO UPDATE SET machine = excluded.machine, pid = excluded.pid,
+                        started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,
+                        heartbeat_unix = excluded.heartbeat_unix, slots = excluded.slots
+                    """,
+                    [.text(beat.name), .text(beat.machine), .integer(Int64(beat.pid)), .text(iso8601UTC(beat.startedAt)),
+                     .text(iso8601UTC(Date())), .text(beat.slots)])
+                if !claimants.isEmpty {
+                    let marks = Array(repeating: "?", count: claimants.count).joined(separator: ", ")
+                    try db.run("UPDATE claims SET claimed_unix = \(dialect.nowEpoch) WHERE claimant IN (\(marks))",
+                               claimants.map { .text($0) })
+                }
+            }
+        }
+    }
+
+    /// Every station that ever heart-beat into this journal, with the seconds since its last
+    /// heartbeat by the database's clock (`age`), by name.
+    public func stations() throws -> [(station: StationHeartbeat, heartbeatAt: Date, age: Double)] {
+        let dialect = store.dialect
+        let rows = try read { db in
+            try db.query("SELECT *, \(dialect.nowEpoch) - heartbeat_unix AS age FROM stations ORDER BY name", [])
+        }
+        return rows.map { row in
+            return (StationHeartbeat(name: row["name"].string ?? "", machine: row["machine"].string ?? "",
+                                     pid: Int32(truncatingIfNeeded: row["pid"].int64 ?? 0),
+                                     startedAt: row["started_at"].string.flatMap(parseISO8601UTC) ?? Date(timeIntervalSince1970: 0),
+                                     slots: row["slots"].string ?? "[]"),
+                    row["heartbeat_at"].string.flatMap(parseISO8601UTC) ?? Date(timeIntervalSince1970: 0),
+                    row["age"].double ?? .infinity)
+        }
+    }
+
+    // MARK: Writes kept while the database is unreachable
+
+    /// Whether the journal can be written now: always for SQLite; for PostgreSQL, when the last
+    /// statement reached the server and nothing waits in memory.
+    public var isAvailable: Bool {
+        store.isReachable && waiting.load(ordering: .relaxed) == 0
+    }
+
+    /// How many writes wait in memory for the database to come back.
+    public var pendingWrites: Int { waiting.load(ordering: .relaxed) }
+
+    /// Writes what was kept in memory while the database was unreachable, in order; stops at the
+    /// first that still cannot be written. A write the database refuses for another reason (it
+    /// can never succeed) is dropped and reported.
+    /// - Returns: how many writes still wait.
+    /// - Throws: ``PiflashError`` when the database is still unreachable.
+    @discardableResult
+    public func flushPending() throws -> Int {
+        try pending.withLock { outbox in
+            var refused: [String] = []
+            while let write = outbox.writes.first {
+                do {
+                    let id = try apply(write)
+                    if case .begin(_, let attempt) = write, let id,
+                       let provisional = outbox.attempts.first(where: { $0.value == attempt && $0.key < 0 })?.key {
+                        outbox.attempts[id] = attempt
+                        outbox.attempts[provisional] = attempt
+                    }
+                } catch let lost as JournalConnectionLost {
+                    throw lost.error
+                } catch {
+                    refused.append("\(error)")
+                }
+                outbox.writes.removeFirst()
+                waiting.store(outbox.writes.count, ordering: .relaxed)
+            }
+            if !refused.isEmpty {
+                throw PiflashError.failure("the journal refused \(refused.count) kept write(s): " + refused.joined(separator: "; "),
+                                           path: path)
+            }
+            return outbox.writes.count
+        }
+    }
+
+    /// Applies a write now, or keeps it when the connection is lost (or earlier writes wait).
+    private func perform(_ write: JournalWrite) throws -> Int64 {
+        try pending.withLock { outbox -> Int64 in
+            func keep() -> Int64 {
+                outbox.writes.append(write)
+                waiting.store(outbox.writes.count, ordering: .relaxed)
+                guard case .begin(_, let attempt) = write else { return 0 }
+                outbox.nextProvisional -= 1
+                outbox.attempts[outbox.nextProvisional] = attempt
+                return outbox.nextProvisional
+            }
+            if !outbox.writes.isEmpty { return keep() }
+            do {
+                let id = try apply(write) ?? 0
+                if case .begin(_, let attempt) = write { outbox.attempts[id] = attempt }
+                return id
+            } catch let lost as JournalConnectionLost {
+                guard store.keepsWritesWhenLost else { throw lost.error }
+                return keep()
+            }
+        }
+    }
+
+    /// Runs one write; returns the row id for `begin`.
+    private func apply(_ write: JournalWrite) throws -> Int64? {
+        let path = path
+        return try store.transaction(write: true) { db -> Int64? in
+            switch write {
+            case .begin(let entry, let attempt):
+                // Idempotent: a begin repeated after a lost answer finds its row.
+                if let id = try db.query("SELECT id FROM flashes WHERE attempt = ?", [.text(attempt)]).first?[0].int64 {
+                    return id
+                }
+                let columns = Journal.columns + ["attempt"]
+                let marks = Array(repeating: "?", count: columns.count).joined(separator: ", ")
+                guard let id = try db.query(
+                    "INSERT INTO flashes (\(columns.joined(separator: ", "))) VALUES (\(marks)) RETURNING id",
+                    Journal.values(entry) + [.text(attempt)]
+                ).first?[0].int64 else {
+                    throw PiflashError.failure("the journal returned no id for a new attempt", path: path)
+                }
+                try Journal.storeFiles(entry.files, id: id, db: db)
+                try Journal.storeBlocks(entry.injectedBlocks, id: id, db: db)
+                return id
+            case .finish(let entry, let attempt):
+                let assignments = Journal.columns.map { "\($0) = ?" }.joined(separator: ", ")
+                let key: SQLiteValue = attempt.map { SQLiteValue.text($0) } ?? SQLiteValue.integer(entry.id)
+                let rows = try db.query(
+                    "UPDATE flashes SET \(assignments) WHERE \(attempt == nil ? "id" : "attempt") = ? RETURNING id",
+                    Journal.values(entry) + [key])
+                guard rows.count == 1, let id = rows[0][0].int64 else {
+                    throw PiflashError.failure("the journal has no attempt with id \(entry.id ?? 0)", path: path)
+                }
+                try db.run("DELETE FROM injected_files WHERE flash_id = ?", [.integer(id)])
+                try Journal.storeFiles(entry.files, id: id, db: db)
+                try db.run("DELETE FROM injected_blocks WHERE flash_id = ?", [.integer(id)])
+                try Journal.storeBlocks(entry.injectedBlocks, id: id, db: db)
+                return id
+            case .release(let host, let claimant):
+                if let host {
+                    try db.run("DELETE FROM claims WHERE host = ? AND claimant = ?", [.text(host), .text(claimant)])
+                } else {
+                    try db.run("DELETE FROM claims WHERE claimant = ?", [.text(claimant)])
+                }
+                return nil
+            }
+        }
     }
 
     // MARK: Rows
@@ -440,7 +563,6 @@ public final class Journal: Sendable {
         "verify_seconds", "inject_seconds", "write_rate", "verify_rate", "host_key_fingerprint", "ok", "error",
         "exit_code",
     ]
-    private static let placeholders = Array(repeating: "?", count: columns.count).joined(separator: ", ")
 
     private static func values(_ entry: JournalEntry) -> [SQLiteValue] {
         [
@@ -454,84 +576,134 @@ public final class Journal: Sendable {
         ]
     }
 
-    private static func storeFiles(_ files: [InjectedFile], id: Int64, db: SQLiteDatabase) throws {
-        let insert = try db.prepare(
-            "INSERT INTO injected_files (flash_id, position, path, digest, digest_kind, mode, uid, gid)"
-                + " VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+    private static func storeFiles(_ files: [InjectedFile], id: Int64, db: any JournalSQL) throws {
         for (position, file) in files.enumerated() {
-            try insert.bind([
-                .integer(id), .integer(Int64(position)), .text(file.path), .text(file.digest.hex ?? ""),
-                .text(file.digest.storedKind), .integer(Int64(file.mode)), .integer(Int64(file.uid)),
-                .integer(Int64(file.gid)),
-            ])
-            _ = try insert.nextRow()
+            try db.run(
+                "INSERT INTO injected_files (flash_id, position, path, digest, digest_kind, mode, uid, gid)"
+                    + " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [.integer(id), .integer(Int64(position)), .text(file.path), .text(file.digest.hex ?? ""),
+                 .text(file.digest.storedKind), .integer(Int64(file.mode)), .integer(Int64(file.uid)),
+                 .integer(Int64(file.gid))])
         }
     }
 
-    private static func storeBlocks(_ blocks: [InjectedBlock], id: Int64, db: SQLiteDatabase) throws {
-        guard !blocks.isEmpty else { return }
-        let insert = try db.prepare(
-            "INSERT INTO injected_blocks (flash_id, position, byte_offset, length, sha256, hmac_sha256) VALUES (?, ?, ?, ?, ?, ?)")
+    private static func storeBlocks(_ blocks: [InjectedBlock], id: Int64, db: any JournalSQL) throws {
         for (position, block) in blocks.enumerated() {
-            try insert.bind([
-                .integer(id), .integer(Int64(position)), .integer(Int64(clamping: block.offset)),
-                .integer(Int64(clamping: block.length)), .text(block.keyed ? nil : block.digest),
-                .text(block.keyed ? block.digest : nil),
-            ])
-            _ = try insert.nextRow()
+            try db.run(
+                "INSERT INTO injected_blocks (flash_id, position, byte_offset, length, sha256, hmac_sha256)"
+                    + " VALUES (?, ?, ?, ?, ?, ?)",
+                [.integer(id), .integer(Int64(position)), .integer(Int64(clamping: block.offset)),
+                 .integer(Int64(clamping: block.length)), .text(block.keyed ? nil : block.digest),
+                 .text(block.keyed ? block.digest : nil)])
         }
     }
 
-    private static func entry(_ row: SQLiteRow, db: SQLiteDatabase) throws -> JournalEntry {
-        let id = row["id"].int64 ?? 0
-        let files = try db.query(
-            "SELECT path, digest, digest_kind, mode, uid, gid FROM injected_files WHERE flash_id = ? ORDER BY position",
-            [.integer(id)]
-        ).map { file in
-            InjectedFile(
+    /// Rows of `flashes` as entries, with their injected files (one query for all of them).
+    private static func entries(_ rows: [SQLiteRow], db: any JournalSQL) throws -> [JournalEntry] {
+        guard !rows.isEmpty else { return [] }
+        let ids = rows.map { $0["id"].int64 ?? 0 }
+        var files: [Int64: [InjectedFile]] = [:]
+        let marks = Array(repeating: "?", count: ids.count).joined(separator: ", ")
+        for file in try db.query(
+            "SELECT flash_id, path, digest, digest_kind, mode, uid, gid FROM injected_files WHERE flash_id IN (\(marks)) "
+                + "ORDER BY flash_id, position", ids.map { .integer($0) })
+        {
+            files[file["flash_id"].int64 ?? 0, default: []].append(InjectedFile(
                 path: file["path"].string ?? "",
                 digest: ContentDigest(storedKind: file["digest_kind"].string, hex: file["digest"].string ?? ""),
                 mode: UInt16(truncatingIfNeeded: file["mode"].int64 ?? 0),
                 uid: UInt32(truncatingIfNeeded: file["uid"].int64 ?? 0),
-                gid: UInt32(truncatingIfNeeded: file["gid"].int64 ?? 0))
+                gid: UInt32(truncatingIfNeeded: file["gid"].int64 ?? 0)))
         }
-        let blocks = try db.query(
-            "SELECT byte_offset, length, sha256, hmac_sha256 FROM injected_blocks WHERE flash_id = ? ORDER BY position",
-            [.integer(id)]
-        ).map { block in
+        var blocks: [Int64: [InjectedBlock]] = [:]
+        for block in try db.query(
+            "SELECT flash_id, byte_offset, length, sha256, hmac_sha256 FROM injected_blocks WHERE flash_id IN (\(marks)) "
+                + "ORDER BY flash_id, position", ids.map { .integer($0) })
+        {
             let keyed = block["hmac_sha256"].string
-            return InjectedBlock(
+            blocks[block["flash_id"].int64 ?? 0, default: []].append(InjectedBlock(
                 offset: UInt64(clamping: block["byte_offset"].int64 ?? 0), length: UInt64(clamping: block["length"].int64 ?? 0),
-                digest: keyed ?? block["sha256"].string ?? "", keyed: keyed != nil)
+                digest: keyed ?? block["sha256"].string ?? "", keyed: keyed != nil))
         }
-        return JournalEntry(
-            id: id,
-            startedAt: row["started_at"].string.flatMap(parseISO8601UTC) ?? Date(timeIntervalSince1970: 0),
-            finishedAt: row["finished_at"].string.flatMap(parseISO8601UTC),
-            command: row["command"].string ?? "",
-            host: row["host"].string,
-            slot: row["slot"].string,
-            devicePath: row["device_path"].string,
-            deviceModel: row["device_model"].string,
-            deviceSerial: row["device_serial"].string,
-            deviceByPath: row["device_by_path"].string,
-            deviceSize: row["device_size"].int64.map { UInt64(clamping: $0) },
-            outputPath: row["output_path"].string,
-            imagePath: row["image_path"].string ?? "",
-            imageSHA256: row["image_sha256"].string,
-            bytes: row["bytes"].int64.map { UInt64(clamping: $0) },
-            writeSeconds: row["write_seconds"].double,
-            verifySeconds: row["verify_seconds"].double,
-            injectSeconds: row["inject_seconds"].double,
-            writeRate: row["write_rate"].double,
-            verifyRate: row["verify_rate"].double,
-            files: files,
-            hostKeyFingerprint: row["host_key_fingerprint"].string,
-            ok: row["ok"].int64 == 1,
-            error: row["error"].string,
-            exitCode: row["exit_code"].int64.map { Int32(truncatingIfNeeded: $0) },
-            injectedBlocks: blocks)
+        return rows.map { row in
+            let id = row["id"].int64 ?? 0
+            return JournalEntry(
+                id: id,
+                startedAt: row["started_at"].string.flatMap(parseISO8601UTC) ?? Date(timeIntervalSince1970: 0),
+                finishedAt: row["finished_at"].string.flatMap(parseISO8601UTC),
+                command: row["command"].string ?? "",
+                host: row["host"].string,
+                slot: row["slot"].string,
+                devicePath: row["device_path"].string,
+                deviceModel: row["device_model"].string,
+                deviceSerial: row["device_serial"].string,
+                deviceByPath: row["device_by_path"].string,
+                deviceSize: row["device_size"].int64.map { UInt64(clamping: $0) },
+                outputPath: row["output_path"].string,
+                imagePath: row["image_path"].string ?? "",
+                imageSHA256: row["image_sha256"].string,
+                bytes: row["bytes"].int64.map { UInt64(clamping: $0) },
+                writeSeconds: row["write_seconds"].double,
+                verifySeconds: row["verify_seconds"].double,
+                injectSeconds: row["inject_seconds"].double,
+                writeRate: row["write_rate"].double,
+                verifyRate: row["verify_rate"].double,
+                files: files[id] ?? [],
+                hostKeyFingerprint: row["host_key_fingerprint"].string,
+                ok: row["ok"].int64 == 1,
+                error: row["error"].string,
+                exitCode: row["exit_code"].int64.map { Int32(truncatingIfNeeded: $0) },
+                injectedBlocks: blocks[id] ?? [])
+        }
     }
+}
+
+/// Where the hosts of a station's queue stand (``Journal/queueStatus(queue:staleAfter:)``).
+public struct QueueStatus: Sendable {
+    /// Flashed successfully (never handed out again).
+    public var done: [String]
+    /// Being flashed: a live claim, and who holds it.
+    public var claimed: [(host: String, claimant: String)]
+    /// Neither: the next claim takes the first.
+    public var remaining: [String]
+}
+
+/// A station's heartbeat as the journal keeps it (the `stations` table).
+public struct StationHeartbeat: Sendable, Equatable {
+    /// The station's name (`station` in the station file; the machine's name by default).
+    public var name: String
+    /// The machine it runs on.
+    public var machine: String
+    public var pid: Int32
+    public var startedAt: Date
+    /// Its slots' state: a JSON array of the `slot` events' objects.
+    public var slots: String
+
+    public init(name: String, machine: String, pid: Int32, startedAt: Date, slots: String) {
+        self.name = name
+        self.machine = machine
+        self.pid = pid
+        self.startedAt = startedAt
+        self.slots = slots
+    }
+}
+
+/// A journal write that can wait in memory while a PostgreSQL connection is lost. Each is
+/// idempotent: applied twice, it leaves what applying it once leaves.
+private enum JournalWrite: Sendable {
+    /// A new attempt, with its idempotency key.
+    case begin(JournalEntry, attempt: String)
+    /// An attempt's outcome, by idempotency key (or by id for an attempt another process began).
+    case finish(JournalEntry, attempt: String?)
+    /// A claim (of `host`, or all of the claimant's) given back.
+    case release(host: String?, claimant: String)
+}
+
+private struct Outbox: Sendable {
+    var writes: [JournalWrite] = []
+    /// The idempotency key of every attempt this journal began, by id (provisional ids are negative).
+    var attempts: [Int64: String] = [:]
+    var nextProvisional: Int64 = 0
 }
 
 /// A time as ISO 8601 in UTC with milliseconds: `2026-11-23T17:48:47.123Z`.

@@ -39,7 +39,7 @@ extension Journal {
         sql += " ORDER BY id"
         let query = sql
         let bound = parameters
-        return try withDatabase { db in try db.query(query, bound).compactMap { $0[0].int64 } }
+        return try read { db in try db.query(query, bound).compactMap { $0[0].int64 } }
     }
 
     /// Removes the plain digests recorded before keyed digests (of one host, or all): each legacy

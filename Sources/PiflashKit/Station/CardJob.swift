@@ -15,12 +15,15 @@ struct CardJob: Sendable {
     let provisioned: ProvisionedCheck
     let runJob: StationJobRunner
 
-    func run() {
+    /// - Returns: nil when the card's job is over; else the seconds after which the event loop
+    ///   should take the card again (it waits: the journal does not answer, or every host left in
+    ///   the queue is being flashed elsewhere).
+    func run() -> Double? {
         if !decision.isCandidate {
             let error = refusal(disk, decision)
             recordFailure(host: slot.host, image: nil, error: error)
             fail(host: slot.host, error: error)
-            return
+            return nil
         }
         if !config.reflash(slot) {
             switch provisioned.check(slot: slot.name, disk: disk) {
@@ -28,7 +31,7 @@ struct CardJob: Sendable {
                 board.verified(slot.name, host: previous.host, journalID: previous.id, alreadyProvisioned: true)
                 stream.send(.note("slot \(slot.name): \(disk.devnode) holds \(previous.host ?? "?") as flashed in journal "
                                   + "entry \(previous.id ?? 0); not flashed again (reflash = false)"))
-                return
+                return nil
             case .failure(let why):
                 stream.send(.note("slot \(slot.name): \(disk.devnode) will be flashed: \(why.message)"))
             }
@@ -42,16 +45,29 @@ struct CardJob: Sendable {
         } else {
             do {
                 guard let next = try rows.claimNextHost(queue: config.queue, slot: slot.name) else {
+                    if rows.queueHasClaimedHosts(queue: config.queue) {
+                        // Hosts are left, all being flashed: one comes back if its flash fails or its
+                        // station stops heart-beating. The card waits for it.
+                        board.waiting(slot.name, reason: "every host left in the queue is being flashed; "
+                                      + "the card gets the first that comes back")
+                        return 1
+                    }
                     fail(host: nil,
                          error: .failure("the queue is empty: every host of it was flashed successfully or is being flashed",
                                          hint: "add hosts to queue in the station file"))
-                    return
+                    return nil
                 }
                 claimed = next
                 hostName = next
+            } catch where !rows.journal.isAvailable {
+                // The claim may have been written before the answer was lost: give it back first
+                // (kept in order until the database answers), then take the card again.
+                rows.releaseAll(slot: slot.name)
+                board.waiting(slot.name, reason: StationJournal.unreachable(rows.journal))
+                return 0
             } catch {
                 fail(host: nil, error: error as? PiflashError ?? .failure("\(error)"))
-                return
+                return nil
             }
         }
         defer {
@@ -69,7 +85,7 @@ struct CardJob: Sendable {
             let failure = error as? PiflashError ?? .failure("\(error)")
             recordFailure(host: hostName, image: imagePath, error: failure)
             fail(host: hostName, error: failure)
-            return
+            return nil
         }
 
         let result = runJob(job, hostName, slot.name, reporter)
@@ -80,6 +96,7 @@ struct CardJob: Sendable {
         } else {
             board.failed(slot.name, reason: result.error ?? "unknown error", journalID: .some(entryID))
         }
+        return nil
     }
 
     private func recordFailure(host: String?, image: String?, error: PiflashError) {

@@ -100,6 +100,15 @@ public final class SlotBoard: Sendable {
         }
     }
 
+    /// The card waits in its slot: the journal does not answer, or every host left in the queue is
+    /// being flashed elsewhere. It is taken again once that changes.
+    func waiting(_ slot: String, reason: String, device: String? = nil) {
+        update(slot) { status in
+            status.state = .waiting(reason: reason)
+            if let device { status.device = device }
+        }
+    }
+
     /// The job ended without a valid card.
     func failed(_ slot: String, reason: String, host: String?? = .none, journalID: Int64?? = .none) {
         update(slot) { status in

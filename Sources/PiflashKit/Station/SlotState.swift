@@ -12,14 +12,18 @@ public enum SlotState: Sendable, Equatable {
     case verified(alreadyProvisioned: Bool)
     /// The job ended without a valid card: the reason.
     case failed(reason: String)
+    /// A card is in the slot but is not taken yet: the reason (the shared journal's database is
+    /// unreachable). It is taken when the reason goes away.
+    case waiting(reason: String)
 
-    /// `idle`, `flashing`, `verified` or `failed`.
+    /// `idle`, `flashing`, `verified`, `failed` or `waiting`.
     public var name: String {
         switch self {
         case .idle: "idle"
         case .flashing: "flashing"
         case .verified: "verified"
         case .failed: "failed"
+        case .waiting: "waiting"
         }
     }
 
@@ -108,7 +112,7 @@ public struct SlotStatus: Sendable, Equatable {
                        ("percent", total.map { $0 > 0 ? .int(Int64(min(100, done * 100 / $0))) : .null } ?? .null),
                        ("rate", .double(rate)), ("eta_seconds", state.etaSeconds.map { .double($0) } ?? .null)]
         case .verified(let already): fields.append(("already_provisioned", .bool(already)))
-        case .failed(let reason): fields.append(("reason", .string(reason)))
+        case .failed(let reason), .waiting(let reason): fields.append(("reason", .string(reason)))
         }
         fields += [("journal_id", journalID.map { .int($0) } ?? .null), ("since", .string(iso8601UTC(since)))]
         return fields
@@ -126,6 +130,7 @@ public struct SlotStatus: Sendable, Equatable {
                               total: number("total").map { UInt64($0) }, rate: number("rate") ?? 0)
         case "verified": state = .verified(alreadyProvisioned: fields["already_provisioned"] as? Bool ?? false)
         case "failed": state = .failed(reason: fields["reason"] as? String ?? "unknown")
+        case "waiting": state = .waiting(reason: fields["reason"] as? String ?? "unknown")
         default: state = .idle
         }
         let card = number("card_size").map {
@@ -155,6 +160,8 @@ public struct SlotStatus: Sendable, Equatable {
             parts.append("verified ✓ \(host ?? "")" + (already ? " (already provisioned, not flashed again)" : ""))
         case .failed(let reason):
             parts.append("failed ✗" + (host.map { " \($0)" } ?? "") + ": " + reason)
+        case .waiting(let reason):
+            parts.append("waiting: " + reason)
         }
         if let device { parts.append(device) }
         return parts.joined(separator: "  ")

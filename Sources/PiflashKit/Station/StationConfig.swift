@@ -48,8 +48,15 @@ public struct StationConfig: Sendable, Equatable {
     public var path: String
     /// The hosts folder (`hosts`); nil to look it up as `piflash flash` does.
     public var hosts: String?
-    /// The journal (`journal`); nil for the default of ``Journal/defaultPath(explicit:environment:isRoot:)``.
+    /// The journal (`journal`): an SQLite file, or a `postgresql://USER@HOST[:PORT]/DB` URL shared
+    /// by several stations; nil for the default of ``Journal/defaultPath(explicit:environment:isRoot:)``.
     public var journal: String?
+    /// The station's name in the journal's `stations` table and in its claims (`name`); nil for the
+    /// machine's name. Stations sharing a journal need different names.
+    public var name: String?
+    /// Seconds without a heartbeat after which a station's claims return to the queue
+    /// (`heartbeat_timeout`, default 60); the station heart-beats four times per timeout.
+    public var heartbeatTimeout: Double
     /// Hosts handed out in order to slots without a fixed host (`queue`).
     public var queue: [String]
     /// Where the station publishes its state (`state_file`); nil for ``StationConfig/defaultStateFile``.
@@ -72,8 +79,11 @@ public struct StationConfig: Sendable, Equatable {
 
     public init(path: String, hosts: String? = nil, journal: String? = nil, queue: [String] = [], stateFile: String? = nil,
                 reflash: Bool = false, maxSize: UInt64 = 256 << 30, ageIdentity: String? = nil, eject: Bool = true,
-                build: Bool = false, slots: [SlotConfig], web: WebConfig? = nil) {
+                build: Bool = false, name: String? = nil, heartbeatTimeout: Double = 60, slots: [SlotConfig],
+                web: WebConfig? = nil) {
         self.path = path
+        self.name = name
+        self.heartbeatTimeout = heartbeatTimeout
         self.hosts = hosts
         self.journal = journal
         self.queue = queue
@@ -88,7 +98,7 @@ public struct StationConfig: Sendable, Equatable {
     }
 
     static let topKeys = ["hosts", "journal", "queue", "state_file", "reflash", "max_size", "age_identity", "eject",
-                          "build", "slot", "web"]
+                          "build", "name", "heartbeat_timeout", "slot", "web"]
     static let slotKeys = ["name", "match", "host", "reflash"]
     static let webKeys = ["listen", "token_file"]
 
@@ -98,7 +108,8 @@ public struct StationConfig: Sendable, Equatable {
         if let stateFile { return stateFile }
         if geteuid() == 0 { return "/run/piflash/station.json" }
         if let runtime = environment["XDG_RUNTIME_DIR"], runtime.hasPrefix("/") { return runtime + "/piflash/station.json" }
-        return ((Journal.defaultPath(explicit: journal, environment: environment) as NSString).deletingLastPathComponent)
+        let journalFile = journal.flatMap { Journal.isDatabaseURL($0) ? nil : $0 }
+        return ((Journal.defaultPath(explicit: journalFile, environment: environment) as NSString).deletingLastPathComponent)
             + "/station.json"
     }
 
@@ -157,7 +168,32 @@ public struct StationConfig: Sendable, Equatable {
 
         var config = StationConfig(path: path, slots: [])
         if let value = document["hosts"] { config.hosts = absolutePath(try string(value, "hosts"), relativeTo: folder) }
-        if let value = document["journal"] { config.journal = absolutePath(try string(value, "journal"), relativeTo: folder) }
+        if let value = document["journal"] {
+            let journal = try string(value, "journal")
+            if Journal.isDatabaseURL(journal) {
+                do {
+                    try Journal.checkDatabaseURL(journal)
+                } catch let error as PiflashError {
+                    throw fail("`journal`: \(error.message)", hint: error.hint)
+                }
+                config.journal = journal
+            } else {
+                config.journal = absolutePath(journal, relativeTo: folder)
+            }
+        }
+        if let value = document["name"] {
+            let name = try string(value, "name")
+            guard name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+                throw fail("the station name `\(name)` may only hold letters, digits, `-`, `_` and `.`")
+            }
+            config.name = name
+        }
+        if let value = document["heartbeat_timeout"] {
+            guard let seconds = value.int.map(Double.init) ?? value.double, seconds >= 2, seconds <= 86_400 else {
+                throw fail("`heartbeat_timeout` must be a number of seconds from 2 to 86400")
+            }
+            config.heartbeatTimeout = seconds
+        }
         if let value = document["state_file"] {
             config.stateFile = absolutePath(try string(value, "state_file"), relativeTo: folder)
         }

@@ -25,6 +25,8 @@ public final class StationDaemon: @unchecked Sendable {
     public let catalog: HostCatalog
     /// The machine's host name.
     public let machine: String
+    /// The station's name in the journal (`name`, else the machine's).
+    public let name: String
     /// When the station was prepared.
     public let startedAt = Date()
     private let runJob: StationJobRunner
@@ -32,31 +34,39 @@ public final class StationDaemon: @unchecked Sendable {
     private let preparation: JobPreparation
     private let provisioned: ProvisionedCheck
     private let finished = Locked<[String]>([])
+    /// Slots whose job gave its card back to wait, and the seconds to wait before trying again.
+    private let givenBack = Locked<[String: Double]>([:])
+    private var pulse: StationPulse?
 
     // Owned by the event loop.
     private var tracker = CardTracker()
     private var running: [String: (thread: WorkerThread, syspath: String)] = [:]
     private var pending: [String: String] = [:]
+    /// Cards (slot → syspath) left waiting: while the journal's database does not answer, or every
+    /// host left in the queue is claimed; retried once the journal answers, not before `retryAt`.
+    private var waitingCards: [String: (syspath: String, retryAt: Double)] = [:]
 
     /// Prepares the station: opens the journal and the hosts folder and checks every host the
     /// station file names, so a typo fails now rather than at the first card. The state file and
     /// systemd's notifications are already views of ``stream``.
+    /// - Parameter journal: the journal the jobs record into (opened from the station file when nil).
     /// - Throws: ``PiflashError`` (exit 2) for a bad hosts folder or host file, (exit 1) when the
     ///   journal cannot be opened.
-    public init(config: StationConfig, runJob: @escaping StationJobRunner) throws {
+    public init(config: StationConfig, journal: Journal? = nil, runJob: @escaping StationJobRunner) throws {
         self.config = config
         self.runJob = runJob
         let stream = StationStream()
         self.stream = stream
         catalog = try HostCatalog(directory: config.hosts)
-        journal = try Journal(path: Journal.defaultPath(explicit: config.journal))
+        self.journal = try journal ?? Journal(path: Journal.defaultPath(explicit: config.journal))
         var name = [UInt8](repeating: 0, count: 256)
         gethostname(&name, name.count - 1)
         machine = String(decoding: name.prefix { $0 != 0 }, as: UTF8.self)
+        self.name = config.name ?? machine
         board = SlotBoard(slots: config.slots.map(\.name), stream: stream)
-        rows = StationJournal(journal: journal, machine: machine)
+        rows = StationJournal(journal: self.journal, station: self.name, heartbeatTimeout: config.heartbeatTimeout)
         preparation = JobPreparation(config: config, catalog: catalog)
-        provisioned = ProvisionedCheck(journal: journal, catalog: catalog, preparation: preparation)
+        provisioned = ProvisionedCheck(journal: self.journal, catalog: catalog, preparation: preparation)
         let named = Set(config.slots.compactMap(\.host) + config.queue)
         for host in named.sorted() { _ = try catalog.load(host) }
         stream.add(StationStateFileObserver(
@@ -80,6 +90,8 @@ public final class StationDaemon: @unchecked Sendable {
     public func run() throws {
         Interrupts.install()
         rows.releaseStaleClaims(slots: config.slots.map(\.name))
+        startPulse()
+        defer { pulse?.stop() }
         let context = try UdevContext()
         // The monitor first: a card inserted while enumerating is not missed.
         let monitor = try UdevMonitor(context: context)
@@ -108,12 +120,14 @@ public final class StationDaemon: @unchecked Sendable {
                 break
             }
             reapFinished(live: live)
+            resumeWaiting(live: live)
             stream.send(.tick)
         }
 
         let reason = monitorFailure != nil ? "udev failure" : Interrupts.signal == SIGINT ? "SIGINT" : "SIGTERM"
         stream.send(.station(.stopping(reason: reason, runningJobs: running.count)))
         pending.removeAll()
+        waitingCards.removeAll()
         while !running.isEmpty {
             let done = finished.withLock { names in
                 defer { names.removeAll() }
@@ -132,6 +146,7 @@ public final class StationDaemon: @unchecked Sendable {
                 }
             }
         }
+        flushJournalBeforeExit()
         stream.send(.tick)
         stream.send(.station(.stopped))
         if let monitorFailure { throw monitorFailure }
@@ -148,6 +163,7 @@ public final class StationDaemon: @unchecked Sendable {
         case .none:
             return
         case .removed:
+            waitingCards[slot.name] = nil
             if running[slot.name] != nil {
                 // The job sees its own I/O errors; the slot shows the failure it reports.
                 if pending[slot.name] == event.syspath { pending[slot.name] = nil }
@@ -169,9 +185,16 @@ public final class StationDaemon: @unchecked Sendable {
             defer { names.removeAll() }
             return names
         }
+        let back = givenBack.withLock { delays in
+            defer { delays.removeAll() }
+            return delays
+        }
         for name in done {
             running[name]?.thread.join()
             let syspath = running.removeValue(forKey: name)?.syspath
+            if let syspath, let delay = back[name], (tracker.sizes[syspath] ?? 0) > 0 {
+                waitingCards[name] = (syspath, monotonicSeconds() + delay)
+            }
             if let syspath, (tracker.sizes[syspath] ?? 0) == 0 { board.verifiedCardGone(name) }
             if let syspath = pending.removeValue(forKey: name), let slot = config.slots.first(where: { $0.name == name }),
                (tracker.sizes[syspath] ?? 0) > 0 {
@@ -190,6 +213,12 @@ public final class StationDaemon: @unchecked Sendable {
             return
         }
         guard disk.size > 0 else { return }
+        if !journal.isAvailable {
+            // No new card while the journal does not answer: it is taken when it does.
+            waitingCards[slot.name] = (syspath, 0)
+            board.waiting(slot.name, reason: StationJournal.unreachable(journal), device: disk.devnode)
+            return
+        }
         let decision: Decision
         do {
             decision = try live.decide(disk, policy: SafetyPolicy(maxSize: config.maxSize))
@@ -201,10 +230,62 @@ public final class StationDaemon: @unchecked Sendable {
         finished.withLock { $0.removeAll { $0 == slot.name } }
         let job = CardJob(slot: slot, disk: disk, decision: decision, config: config, board: board, stream: stream,
                           rows: rows, preparation: preparation, provisioned: provisioned, runJob: runJob)
-        let thread = WorkerThread { [finished] in
-            job.run()
+        let thread = WorkerThread { [finished, givenBack] in
+            if let delay = job.run() { givenBack.withLock { $0[slot.name] = delay } }
             finished.withLock { $0.append(slot.name) }
         }
         running[slot.name] = (thread, syspath)
+    }
+
+    // MARK: The shared journal
+
+    /// Waiting cards are tried again once the journal answers and their delay has passed.
+    private func resumeWaiting(live: LiveDisks) {
+        guard !waitingCards.isEmpty, journal.isAvailable else { return }
+        let now = monotonicSeconds()
+        for (name, card) in waitingCards.sorted(by: { $0.key < $1.key }) where card.retryAt <= now && running[name] == nil {
+            waitingCards[name] = nil
+            guard let slot = config.slots.first(where: { $0.name == name }), (tracker.sizes[card.syspath] ?? 0) > 0 else {
+                continue
+            }
+            start(slot, syspath: card.syspath, live: live)
+        }
+    }
+
+    /// Starts the heartbeat thread (``StationPulse``): four heartbeats per `heartbeat_timeout`, at
+    /// most 5 s apart; it also writes what a lost connection kept back.
+    private func startPulse() {
+        let interval = min(max(config.heartbeatTimeout / 4, 0.5), 5)
+        let claimants = config.slots.map(claimant)
+        let heartbeat = StationHeartbeat(name: name, machine: machine, pid: getpid(), startedAt: startedAt, slots: "")
+        let board = board
+        let stream = stream
+        let pulse = StationPulse(journal: journal, interval: interval, beat: {
+            var beat = heartbeat
+            beat.slots = JSONValue.array(board.statuses.map { .object($0.jsonFields) }).serialized()
+            return (beat, claimants)
+        }, changed: { reachable, error in
+            stream.send(.journal(reachable: reachable, detail: error))
+        })
+        pulse.start()
+        self.pulse = pulse
+    }
+
+    /// Records kept while the journal's database did not answer get `heartbeat_timeout` seconds
+    /// (at most 60) more to be written before the station exits; what is still kept then is lost,
+    /// loudly.
+    private func flushJournalBeforeExit() {
+        guard journal.pendingWrites > 0 else { return }
+        pulse?.stop()
+        pulse = nil
+        let deadline = monotonicSeconds() + min(config.heartbeatTimeout, 60)
+        stream.send(.note("\(journal.pendingWrites) journal record(s) wait for the database; retrying before exiting"))
+        while journal.pendingWrites > 0 && monotonicSeconds() < deadline {
+            if (try? journal.flushPending()) == 0 { break }
+            usleep(500_000)
+        }
+        if journal.pendingWrites > 0 {
+            stream.send(.warning("\(journal.pendingWrites) journal record(s) could not be written: \(journal.path) did not answer"))
+        }
     }
 }

@@ -5,11 +5,19 @@ import Foundation
 /// never reached a flash job, and the entry a job left behind.
 struct StationJournal: Sendable {
     let journal: Journal
-    /// The machine's host name, part of every claimant.
-    let machine: String
+    /// The station's name (the station file's `name`, else the machine's host name), part of every
+    /// claimant.
+    let station: String
+    /// Seconds without a heartbeat after which another station's claims are stale.
+    let heartbeatTimeout: Double
 
-    /// `station@machine:slot`.
-    func claimant(_ slot: String) -> String { "station@\(machine):\(slot)" }
+    /// The reason a card waits while the journal's database does not answer.
+    static func unreachable(_ journal: Journal) -> String {
+        "the journal \(journal.path) does not answer; the card is taken when it does"
+    }
+
+    /// `station@NAME:slot`.
+    func claimant(_ slot: String) -> String { "station@\(station):\(slot)" }
 
     /// Gives back every claim a slot held when the station last stopped.
     func releaseStaleClaims(slots: [String]) {
@@ -18,7 +26,20 @@ struct StationJournal: Sendable {
 
     /// The next queue host for the slot, claimed atomically; nil when the queue is done.
     func claimNextHost(queue: [String], slot: String) throws -> String? {
-        try journal.claimNextHost(queue: queue, claimant: claimant(slot))
+        try journal.claimNextHost(queue: queue, claimant: claimant(slot), staleAfter: heartbeatTimeout)
+    }
+
+    /// Whether hosts are left in the queue that are all being flashed (claimed) right now: one
+    /// comes back if its flash fails or its station stops heart-beating.
+    func queueHasClaimedHosts(queue: [String]) -> Bool {
+        guard let status = try? journal.queueStatus(queue: queue, staleAfter: heartbeatTimeout) else { return false }
+        return !status.claimed.isEmpty
+    }
+
+    /// Gives back every claim the slot holds (a claim may have been written before the answer to
+    /// it was lost).
+    func releaseAll(slot: String) {
+        try? journal.releaseClaims(claimant: claimant(slot))
     }
 
     /// Gives a claimed host back (its flash ended; a host without a successful flash goes back

@@ -17,6 +17,9 @@ public enum StationEvent: Sendable {
     case note(String)
     /// Something the operator must see.
     case warning(String)
+    /// The journal's database stopped answering (`reachable` false, with why) or answers again: a
+    /// PostgreSQL journal shared by several stations can be lost for a while.
+    case journal(reachable: Bool, detail: String?)
     /// The event loop's heartbeat (about four a second): views that show elapsed times or
     /// throttle their redraws catch up here.
     case tick

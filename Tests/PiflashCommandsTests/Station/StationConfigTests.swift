@@ -38,6 +38,27 @@ struct StationConfigTests {
         #expect(config.slot(for: ["ID_PATH": "x"]) == nil, "a disk in no slot")
     }
 
+    @Test("a postgresql:// journal is kept as it is; name and heartbeat_timeout; the state file then defaults beside the default journal")
+    func sharedJournal() throws {
+        let config = try StationConfig.parse("""
+            journal = "postgresql://piflash@db.lan:5433/piflash?sslmode=require"
+            name = "bench-1"
+            heartbeat_timeout = 30
+            queue = ["pi-01"]
+            [[slot]]
+            name = "A"
+            match = { PIFLASH_SLOT = "A" }
+            """, path: path)
+        #expect(config.journal == "postgresql://piflash@db.lan:5433/piflash?sslmode=require")
+        #expect(config.name == "bench-1")
+        #expect(config.heartbeatTimeout == 30)
+        #expect(try StationConfig.parse("queue = [\"a\"]\n[[slot]]\nname = \"A\"\nmatch = { S = \"A\" }", path: path)
+            .heartbeatTimeout == 60)
+        if geteuid() != 0 {
+            #expect(config.defaultStateFile(environment: ["HOME": "/home/u"]) == "/home/u/.local/state/piflash/station.json")
+        }
+    }
+
     @Test("unknown keys and broken rules are usage errors naming the key", arguments: [
         ("hosts = \"h\"\nqueue = [\"a\"]\njornal = \"x\"\n[[slot]]\nname = \"A\"\nmatch = { S = \"A\" }", "unknown key `jornal`"),
         ("queue = [\"a\"]\n[[slot]]\nname = \"A\"\nmatch = { S = \"A\" }\nhots = \"b\"", "unknown key `hots`"),
@@ -49,6 +70,10 @@ struct StationConfigTests {
         ("queue = [\"a\"]\n[[slot]]\nname = \"A\"\nmatch = { S = \"A\" }\n[[slot]]\nname = \"A\"\nmatch = { S = \"B\" }", "two slots"),
         ("queue = [\"a\"]\nreflash = \"yes\"\n[[slot]]\nname = \"A\"\nmatch = { S = \"A\" }", "true or false"),
         ("queue = [\"a\"\n", "malformed TOML"),
+        ("journal = \"postgresql://db.lan/piflash\"\nqueue = [\"a\"]\n[[slot]]\nname = \"A\"\nmatch = { S = \"A\" }", "no user"),
+        ("journal = \"postgresql://u@db.lan\"\nqueue = [\"a\"]\n[[slot]]\nname = \"A\"\nmatch = { S = \"A\" }", "no database"),
+        ("name = \"bench 1\"\nqueue = [\"a\"]\n[[slot]]\nname = \"A\"\nmatch = { S = \"A\" }", "station name"),
+        ("heartbeat_timeout = 1\nqueue = [\"a\"]\n[[slot]]\nname = \"A\"\nmatch = { S = \"A\" }", "heartbeat_timeout"),
     ])
     func rejects(text: String, message: String) {
         do {

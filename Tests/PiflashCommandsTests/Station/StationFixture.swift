@@ -164,15 +164,18 @@ final class StationFixture {
         _ = try? Shell.sh("echo '\(majorMinor) 0' > \(directory)/blkio.throttle.write_bps_device")
     }
 
-    /// Starts the station with --json, optionally inside a throttling cgroup, and waits until it is ready.
-    func startStation(cgroup: String? = nil, environment: [String] = [], netns: String? = nil) throws -> PiflashProcess {
+    /// Starts the station with --json (on the fixture's station file, or `config`), optionally inside
+    /// a throttling cgroup or a network namespace, and waits until it is ready.
+    func startStation(config: String? = nil, cgroup: String? = nil, environment: [String] = [], netns: String? = nil)
+        throws -> PiflashProcess
+    {
         let wrap: ([String]) -> [String] = { command in
             var withEnvironment = environment.isEmpty ? command : ["env"] + environment + command
             if let netns { withEnvironment = ["ip", "netns", "exec", netns] + withEnvironment }
             guard let cgroup else { return withEnvironment }
             return ["bash", "-c", "echo $$ > \(cgroup)/cgroup.procs && exec \"$@\"", "piflash-station-test"] + withEnvironment
         }
-        let station = try PiflashProcess(["station", "--config", configPath, "--json"], wrap: wrap)
+        let station = try PiflashProcess(["station", "--config", config ?? configPath, "--json"], wrap: wrap)
         guard station.waitForLine(timeout: 60, { Self.event($0)?["state"] as? String == "ready" }) != nil else {
             let end = station.finish(timeout: 5)
             throw FixtureError("the station did not get ready: \(end.stderr) \(end.lines.suffix(5))")

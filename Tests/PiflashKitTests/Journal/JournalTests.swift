@@ -1,5 +1,6 @@
 import Foundation
 import PiflashKit
+import PostgreSQLFixture
 import Synchronization
 import Testing
 
@@ -20,6 +21,51 @@ private func sampleEntry(host: String = "bastet") -> JournalEntry {
         imagePath: "/nix/store/abc-sd-image/sd-image/nixos.img.zst")
 }
 
+/// The journal's two databases: every behaviour below is checked on both.
+enum JournalBackend: String, CustomTestStringConvertible, Sendable {
+    case sqlite
+    case postgresql
+
+    var testDescription: String { rawValue }
+
+    /// SQLite always; PostgreSQL where Debian's `postgresql` is installed (else said once).
+    static let all: [JournalBackend] = {
+        if let reason = PostgreSQLTestServer.unavailableReason {
+            print("skipping the PostgreSQL journal tests: \(reason)")
+            return [.sqlite]
+        }
+        // The server starts here, while the test plan is made: before any test runs a program.
+        guard PostgreSQLTestServer.shared != nil else {
+            print("skipping the PostgreSQL journal tests: the test server did not start")
+            return [.sqlite]
+        }
+        return [.sqlite, .postgresql]
+    }()
+}
+
+/// A fresh journal location of `backend`: a file in `folder`, or a new database on the shared
+/// test server.
+func freshJournal(_ backend: JournalBackend, in folder: HostsTempFolder, file: String = "j.sqlite") throws -> String {
+    switch backend {
+    case .sqlite: return folder.path + "/" + file
+    case .postgresql:
+        let server = try #require(PostgreSQLTestServer.shared, "the PostgreSQL test server started")
+        return try server.createDatabase()
+    }
+}
+
+/// Runs SQL on a journal with an independent client (`sqlite3` or `psql`), or nil when that
+/// client is not installed.
+func independentSQL(_ backend: JournalBackend, _ location: String, _ sql: String) throws -> String? {
+    switch backend {
+    case .sqlite:
+        return sqliteCLI ? try sqlite3(location, sql) : nil
+    case .postgresql:
+        let server = try #require(PostgreSQLTestServer.shared)
+        return try server.psql(String(location.split(separator: "/").last!), sql)
+    }
+}
+
 @Suite("The journal")
 struct JournalTests {
     @Test("default path: --journal, else root's /var/lib, else $XDG_STATE_HOME, else ~/.local/state")
@@ -36,12 +82,13 @@ struct JournalTests {
             == "/home/u/.local/state/piflash/journal.sqlite")
     }
 
-    @Test("begin leaves an unfinished row; finish completes it; the round trip keeps every field")
-    func roundTrip() throws {
+    @Test("begin leaves an unfinished row; finish completes it; the round trip keeps every field",
+          arguments: JournalBackend.all)
+    func roundTrip(_ backend: JournalBackend) throws {
         let folder = try HostsTempFolder()
-        let path = folder.path + "/nested/state/journal.sqlite"
+        let path = try freshJournal(backend, in: folder, file: "nested/state/journal.sqlite")
         let journal = try Journal(path: path)
-        #expect(FileManager.default.fileExists(atPath: path))
+        if backend == .sqlite { #expect(FileManager.default.fileExists(atPath: path)) }
 
         var entry = sampleEntry()
         let id = try journal.begin(entry)
@@ -78,7 +125,22 @@ struct JournalTests {
         let reopened = try Journal(path: path)
         #expect(try reopened.entries(host: "bastet") == [entry])
 
-        if sqliteCLI {
+        if backend == .postgresql {
+            #expect(try independentSQL(backend, path, "SELECT version FROM schema_version") == "\(Journal.schemaVersion)")
+            #expect(try independentSQL(backend, path,
+                                       "SELECT data_type FROM information_schema.columns WHERE table_name = 'flashes' "
+                                       + "AND column_name IN ('device_size', 'write_rate') ORDER BY column_name")
+                == "bigint\ndouble precision")
+        }
+        if backend == .postgresql || sqliteCLI {
+            #expect(try independentSQL(backend, path, "SELECT host, ok, device_serial, bytes, exit_code FROM flashes WHERE id = \(id)")
+                == "bastet|1|000000001206|2147483648|0")
+            #expect(try independentSQL(backend, path, "SELECT started_at, finished_at FROM flashes WHERE id = \(id)")
+                == "2026-11-18T11:06:40.250Z|2026-11-18T11:08:10.500Z")
+            #expect(try independentSQL(backend, path, "SELECT count(*), sum(CASE WHEN mode = 384 THEN 1 ELSE 0 END), max(uid) FROM injected_files WHERE flash_id = \(id)")
+                == "3|1|1000")
+        }
+        if backend == .sqlite && sqliteCLI {
             #expect(try sqlite3(path, "PRAGMA journal_mode") == "wal")
             #expect(try sqlite3(path, "PRAGMA user_version") == "\(Journal.schemaVersion)")
             #expect(try sqlite3(path, "SELECT host, ok, device_serial, bytes, exit_code FROM flashes WHERE id = \(id)")
@@ -90,10 +152,11 @@ struct JournalTests {
         }
     }
 
-    @Test("a failed attempt records its error and exit code; entries filter by host and limit, newest first")
-    func failuresAndQueries() throws {
+    @Test("a failed attempt records its error and exit code; entries filter by host and limit, newest first",
+          arguments: JournalBackend.all)
+    func failuresAndQueries(_ backend: JournalBackend) throws {
         let folder = try HostsTempFolder()
-        let journal = try Journal(path: folder.path + "/j.sqlite")
+        let journal = try Journal(path: try freshJournal(backend, in: folder))
         var failed = sampleEntry(host: "pi-01")
         failed.error = "pwrite failed: Input/output error at byte 1048576"
         failed.exitCode = 1
@@ -167,10 +230,10 @@ struct JournalTests {
         #expect(try sqlite3(path, "SELECT count(*) FROM injected_blocks") == "2")
     }
 
-    @Test("finish of an id that does not exist throws")
-    func finishUnknown() throws {
+    @Test("finish of an id that does not exist throws", arguments: JournalBackend.all)
+    func finishUnknown(_ backend: JournalBackend) throws {
         let folder = try HostsTempFolder()
-        let journal = try Journal(path: folder.path + "/j.sqlite")
+        let journal = try Journal(path: try freshJournal(backend, in: folder))
         var entry = sampleEntry()
         entry.id = 42
         #expect(throws: PiflashError.self) { try journal.finish(entry) }
@@ -188,10 +251,11 @@ struct JournalTests {
 
 @Suite("The journal: station claims")
 struct JournalClaimTests {
-    @Test("claims go in queue order, skip hosts flashed ok and live claims; a released claim is handed out again")
-    func sequentialClaims() throws {
+    @Test("claims go in queue order, skip hosts flashed ok and live claims; a released claim is handed out again",
+          arguments: JournalBackend.all)
+    func sequentialClaims(_ backend: JournalBackend) throws {
         let folder = try HostsTempFolder()
-        let path = folder.path + "/j.sqlite"
+        let path = try freshJournal(backend, in: folder)
         let journal = try Journal(path: path)
         let queue = ["pi-01", "pi-02", "pi-03", "pi-04"]
         var done = sampleEntry(host: "pi-02")
@@ -223,28 +287,30 @@ struct JournalClaimTests {
         #expect(try journal.claimNextHost(queue: queue, claimant: "F", staleAfter: -1) == "pi-03")
 
         #expect(try journal.claims().map(\.host) == ["pi-03", "pi-04"])
-        if sqliteCLI {
-            #expect(try sqlite3(path, "SELECT host, claimant FROM claims ORDER BY host") == "pi-03|F\npi-04|C")
+        if let claims = try independentSQL(backend, path, "SELECT host, claimant FROM claims ORDER BY host") {
+            #expect(claims == "pi-03|F\npi-04|C")
         }
     }
 
-    @Test("a claim written by another process (the sqlite3 CLI) is respected")
-    func claimFromAnotherProcess() throws {
-        guard sqliteCLI else {
+    @Test("a claim written by another process (the sqlite3 CLI, psql) is respected", arguments: JournalBackend.all)
+    func claimFromAnotherProcess(_ backend: JournalBackend) throws {
+        guard backend == .postgresql || sqliteCLI else {
             print("skipping: the sqlite3 CLI is not installed")
             return
         }
         let folder = try HostsTempFolder()
-        let path = folder.path + "/j.sqlite"
+        let path = try freshJournal(backend, in: folder)
         let journal = try Journal(path: path)
-        _ = try sqlite3(path, "INSERT INTO claims VALUES ('pi-01', 'other', '2026-01-01T00:00:00.000Z', strftime('%s','now'))")
+        let now = backend == .sqlite ? "strftime('%s','now')" : "extract(epoch from now())"
+        _ = try independentSQL(backend, path, "INSERT INTO claims VALUES ('pi-01', 'other', '2026-01-01T00:00:00.000Z', \(now))")
         #expect(try journal.claimNextHost(queue: ["pi-01", "pi-02"], claimant: "me") == "pi-02")
     }
 
-    @Test("many connections opening a fresh journal at once all succeed and agree on one schema")
-    func concurrentFirstOpen() throws {
+    @Test("many connections opening a fresh journal at once all succeed and agree on one schema",
+          arguments: JournalBackend.all)
+    func concurrentFirstOpen(_ backend: JournalBackend) throws {
         let folder = try HostsTempFolder()
-        let path = folder.path + "/fresh/j.sqlite"
+        let path = try freshJournal(backend, in: folder, file: "fresh/j.sqlite")
         let failures = Mutex<[String]>([])
         DispatchQueue.concurrentPerform(iterations: 6) { worker in
             do {
@@ -256,15 +322,15 @@ struct JournalClaimTests {
         }
         #expect(failures.withLock { $0 } == [])
         #expect(try Journal(path: path).entries().count == 6)
-        if sqliteCLI {
+        if backend == .sqlite && sqliteCLI {
             #expect(try sqlite3(path, "PRAGMA journal_mode") == "wal")
         }
     }
 
-    @Test("many claimants on separate connections at once never get the same host")
-    func concurrentClaims() throws {
+    @Test("many claimants on separate connections at once never get the same host", arguments: JournalBackend.all)
+    func concurrentClaims(_ backend: JournalBackend) throws {
         let folder = try HostsTempFolder()
-        let path = folder.path + "/j.sqlite"
+        let path = try freshJournal(backend, in: folder)
         _ = try Journal(path: path)
         let queue = (1...40).map { String(format: "pi-%02d", $0) }
         let claimed = Mutex<[String: [String]]>([:])
@@ -284,8 +350,108 @@ struct JournalClaimTests {
         let all = claimed.withLock { $0.values.flatMap { $0 } }
         #expect(all.count == queue.count)
         #expect(Set(all) == Set(queue))
-        if sqliteCLI {
-            #expect(try sqlite3(path, "SELECT count(DISTINCT host), count(*) FROM claims") == "40|40")
+        if let counts = try independentSQL(backend, path, "SELECT count(DISTINCT host), count(*) FROM claims") {
+            #expect(counts == "40|40")
+        }
+    }
+}
+
+/// What only a journal shared through PostgreSQL does: heartbeats that keep claims alive, and
+/// writes kept in memory while the server is down, written once when it is back.
+@Suite("The journal on PostgreSQL: heartbeats, lost connections", .serialized,
+       .enabled(if: PostgreSQLTestServer.unavailableReason == nil, "needs Debian's postgresql"))
+struct SharedJournalTests {
+    @Test("a heartbeat records the station and renews its claims; an unrenewed claim goes stale and is taken over")
+    func heartbeatsKeepClaims() throws {
+        let server = try #require(PostgreSQLTestServer.shared)
+        let url = try server.createDatabase()
+        let database = String(url.split(separator: "/").last!)
+        let a = try Journal(path: url)
+        let b = try Journal(path: url)  // another station's connection
+        let queue = ["pi-01", "pi-02"]
+        #expect(try a.claimNextHost(queue: queue, claimant: "station@a:A", staleAfter: 60) == "pi-01")
+        #expect(try b.claimNextHost(queue: queue, claimant: "station@b:A", staleAfter: 60) == "pi-02")
+
+        // Both claims are made 120 s old by the database's clock: station a heart-beats, b does not.
+        _ = try server.psql(database, "UPDATE claims SET claimed_unix = claimed_unix - 120")
+        let beat = StationHeartbeat(name: "a", machine: "bench", pid: 42, startedAt: Date(timeIntervalSince1970: 1_795_000_000),
+                                    slots: #"[{"slot":"A","state":"flashing"}]"#)
+        try a.heartbeat(beat, claimants: ["station@a:A", "station@a:B"])
+        #expect(try server.psql(database, "SELECT name, machine, pid, slots FROM stations")
+            == #"a|bench|42|[{"slot":"A","state":"flashing"}]"#)
+        let stations = try b.stations()
+        #expect(stations.map(\.station) == [beat])
+        #expect(stations.first.map { $0.age >= 0 && $0.age < 30 } == true, "age \(stations.first?.age ?? -1)")
+
+        // pi-01 (renewed) stays a's; pi-02 (b's, not renewed for 120 s > 60 s) goes to the next claimant.
+        #expect(try b.claimNextHost(queue: queue, claimant: "station@c:A", staleAfter: 60) == "pi-02")
+        #expect(try server.psql(database, "SELECT host, claimant FROM claims ORDER BY host")
+            == "pi-01|station@a:A\npi-02|station@c:A")
+    }
+
+    @Test("with the server down, writes are kept in order and written exactly once when it is back")
+    func writesSurviveARestart() throws {
+        // Its own server: this test stops it.
+        let server = try PostgreSQLTestServer()
+        let url = try server.createDatabase("journal")
+        let journal = try Journal(path: url)
+        #expect(journal.isAvailable)
+        #expect(try journal.claimNextHost(queue: ["pi-01"], claimant: "station@a:A") == "pi-01")
+        var running = sampleEntry(host: "pi-01")
+        running.slot = "A"
+        running.id = try journal.begin(running)
+        #expect(running.id! > 0)
+
+        try server.stop()
+        // The flash goes on; its outcome, a second attempt and the claim's release wait in memory.
+        running.ok = true
+        running.bytes = 1234
+        try journal.finish(running)
+        #expect(!journal.isAvailable)
+        var second = sampleEntry(host: "pi-02")
+        second.id = try journal.begin(second)
+        #expect(second.id! < 0, "a provisional id while the server is down")
+        second.error = "card removed"
+        second.exitCode = 1
+        try journal.finish(second)
+        try journal.releaseClaim(host: "pi-01", claimant: "station@a:A")
+        #expect(journal.pendingWrites == 4)
+        #expect(throws: PiflashError.self) { try journal.flushPending() }
+        #expect(journal.pendingWrites == 4, "nothing is dropped while the server is down")
+
+        try server.start()
+        #expect(try journal.flushPending() == 0)
+        #expect(journal.isAvailable)
+        #expect(try journal.flushPending() == 0, "flushing again writes nothing twice")
+        #expect(try server.psql("journal", "SELECT host, ok, bytes, error FROM flashes ORDER BY id")
+            == "pi-01|1|1234|\npi-02|0||card removed")
+        #expect(try server.psql("journal", "SELECT count(*), count(DISTINCT attempt) FROM flashes") == "2|2")
+        #expect(try server.psql("journal", "SELECT count(*) FROM claims") == "0")
+        // pi-01 is done fleet-wide; pi-02's attempt failed, so it is handed out.
+        #expect(try journal.claimNextHost(queue: ["pi-01", "pi-02"], claimant: "station@b:A") == "pi-02")
+    }
+
+    @Test("a malformed journal URL is a usage error naming the problem; an unreachable server is exit 1")
+    func badURLs() throws {
+        #expect(Journal.isDatabaseURL("postgresql://u@h/db") && Journal.isDatabaseURL("postgres://u@h/db"))
+        #expect(!Journal.isDatabaseURL("/var/lib/piflash/journal.sqlite"))
+        for (url, words) in [("postgresql://127.0.0.1/db", "no user"), ("postgresql://u@127.0.0.1", "no database"),
+                             ("postgresql://u@127.0.0.1/db?sslmode=maybe", "sslmode"),
+                             ("postgresql://u@127.0.0.1/db?colour=red", "unknown parameter")] {
+            do {
+                try Journal.checkDatabaseURL(url)
+                Issue.record("\(url) was accepted")
+            } catch let error as PiflashError {
+                #expect(error.status == .usage && error.message.contains(words), "\(url): \(error)")
+            }
+        }
+        let port = try PostgreSQLTestServer.freePort()
+        do {
+            _ = try Journal(path: "postgresql://u:secret@127.0.0.1:\(port)/db")
+            Issue.record("a journal on a port nothing listens on opened")
+        } catch let error as PiflashError {
+            #expect(error.status == .failure)
+            #expect(!error.description.contains("secret"), "the password is never shown: \(error)")
         }
     }
 }
