@@ -1,0 +1,223 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import PiflashKit
+import Testing
+
+/// The map from the image itself, proven independently: every byte outside the map is replaced by
+/// random bytes and the copy still passes e2fsck / fsck.fat, kernel mounts and mtools see the same
+/// files, and the gaps and partitions piflash does not understand are byte-identical.
+@Suite("ImageMap", .serialized)
+struct ImageMapTests {
+    typealias F = InjectFixtures
+    typealias M = MapFixtures
+
+    static let linuxGPT = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+    static let basicDataGPT = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"
+
+    /// Scrambles outside the map and runs every independent check on the partitions given.
+    func prove(
+        _ image: String, map: ImageMap, ext: [Range<UInt64>], fat: [Range<UInt64>], identical: [Range<UInt64>],
+        in directory: String, sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
+        let copy = directory + "/scrambled.img"
+        try M.scrambledCopy(of: image, outside: map, to: copy)
+        // The scramble really changed the unmapped bytes (the check can fail).
+        if map.mappedBytes < map.imageBytes {
+            #expect(try F.sha256(ofFile: copy) != F.sha256(ofFile: image), sourceLocation: sourceLocation)
+        }
+        for range in identical {
+            #expect(try M.bytes(copy, range) == M.bytes(image, range), "bytes \(range) differ", sourceLocation: sourceLocation)
+        }
+        for range in ext { try M.expectExtIntact(original: image, copy: copy, partition: range, sourceLocation: sourceLocation) }
+        for range in fat { try M.expectFATIntact(original: image, copy: copy, partition: range, sourceLocation: sourceLocation) }
+        F.remove(copy)
+    }
+
+    func expectWellFormed(_ map: ImageMap, sourceLocation: SourceLocation = #_sourceLocation) {
+        for (a, b) in zip(map.ranges, map.ranges.dropFirst()) {
+            #expect(a.upperBound < b.lowerBound, "ranges sorted, apart", sourceLocation: sourceLocation)
+        }
+        for range in map.ranges {
+            #expect(range.lowerBound % 4096 == 0, sourceLocation: sourceLocation)
+            #expect(range.upperBound % 4096 == 0 || range.upperBound == map.imageBytes, sourceLocation: sourceLocation)
+            #expect(range.upperBound <= map.imageBytes, sourceLocation: sourceLocation)
+        }
+    }
+
+    @Test("NixOS-like image: the map leaves out the free space, and a copy scrambled outside it is the same image to e2fsck, fsck.fat, the kernel and mtools")
+    func nixosLike() throws {
+        try #require(F.isRoot, "needs root for loop devices and mounts")
+        let directory = try F.temporaryDirectory()
+        defer { F.remove(directory) }
+        let image = try F.makeImage(in: directory, extraMiB: 24)
+        // A boot loader in the gap before the first partition (other boards keep one there).
+        try F.must(["dd", "if=/dev/urandom", "of=\(image)", "bs=64K", "seek=16", "count=32", "conv=notrunc", "status=none"])
+        let fw = try F.sfdiskPartition(image, number: 1)
+        let root = try F.sfdiskPartition(image, number: 2)
+        let (map, pass) = try ImageMapper.map(imageAt: image)
+        expectWellFormed(map)
+        #expect(pass.passes == 0, "a raw image is read in place")
+        #expect(map.imageBytes == UInt64(try FileManager.default.attributesOfItem(atPath: image)[.size] as! Int))
+        let fraction = map.mappedFraction
+        print("NixOS-like image: \(map.mappedBytes) of \(map.imageBytes) bytes mapped (\(String(format: "%.1f", fraction * 100)) %)")
+        for region in map.regions { print("  \(region.range): \(region.summary) \(region.mappedInFullBecause ?? "")") }
+        #expect(fraction < 0.75, "a NixOS-like image with free space maps notably less than all of it")
+        #expect(map.isMapped(0..<(8 << 20)), "the table and the whole gap are mapped")
+        #expect(map.regions.contains { $0.summary.contains("ext,") && $0.mappedInFullBecause == nil })
+        #expect(map.regions.contains { $0.summary.contains("FAT16") && $0.mappedInFullBecause == nil })
+        try prove(image, map: map, ext: [root.offset..<root.offset + root.size], fat: [fw.offset..<fw.offset + fw.size],
+                  identical: [0..<(8 << 20)], in: directory)
+    }
+
+    @Test("MBR: ext4 with metadata_csum and flex_bg, ext4 with uninit_bg (no metadata_csum), FAT16, FAT32, an unknown type, a boot loader in the gap")
+    func mbrVariants() throws {
+        try #require(F.isRoot, "needs root for loop devices and mounts")
+        let directory = try F.temporaryDirectory()
+        defer { F.remove(directory) }
+        let built = try M.build(in: directory, gpt: false, partitions: [
+            .init(content: .fat(bits: 16), mib: 24, type: "e"),
+            .init(content: .ext4(options: ["-O", "metadata_csum,flex_bg"], blockSize: 4096), mib: 64, type: "83"),
+            .init(content: .ext4(options: ["-O", "^metadata_csum,uninit_bg", "-G", "4", "-g", "2048"], blockSize: 1024), mib: 48, type: "83"),
+            .init(content: .fat(bits: 32), mib: 40, type: "c"),
+        ])
+        let (map, _) = try ImageMapper.map(imageAt: built.path)
+        expectWellFormed(map)
+        for region in map.regions { print("  \(region.range): \(region.summary) \(region.mappedInFullBecause ?? "")") }
+        let dump = try F.must(["dumpe2fs", "\(built.path)?offset=\(built.partitions[2].lowerBound)"])
+        #expect(dump.contains("BLOCK_UNINIT"), "the uninit_bg filesystem has BLOCK_UNINIT groups to handle")
+        #expect(!dump.contains("metadata_csum"))
+        #expect(map.mappedFraction < 0.8)
+        #expect(map.regions.filter { $0.mappedInFullBecause == nil && $0.summary.hasPrefix("partition ") && !$0.summary.contains("table") }.count == 4)
+        try prove(built.path, map: map, ext: [built.partitions[1], built.partitions[2]],
+                  fat: [built.partitions[0], built.partitions[3]], identical: [0..<built.partitions[0].lowerBound], in: directory)
+    }
+
+    @Test("GPT: ext4 and FAT32 mapped by their bitmaps and FATs; an unknown-type partition holding an ext4 and one of random bytes mapped in full; the backup GPT mapped")
+    func gpt() throws {
+        try #require(F.isRoot, "needs root for loop devices and mounts")
+        let directory = try F.temporaryDirectory()
+        defer { F.remove(directory) }
+        let built = try M.build(in: directory, gpt: true, partitions: [
+            .init(content: .fat(bits: 32), mib: 40, type: Self.basicDataGPT),
+            .init(content: .ext4(options: [], blockSize: 4096), mib: 64, type: Self.linuxGPT),
+            .init(content: .ext4Unknown, mib: 16, type: "A19D880F-05FC-4D3B-A006-743F0F84911E"),
+            .init(content: .random, mib: 8, type: "21686148-6449-6E6F-744E-656564454649"),
+        ])
+        let (map, _) = try ImageMapper.map(imageAt: built.path)
+        expectWellFormed(map)
+        for region in map.regions { print("  \(region.range): \(region.summary) \(region.mappedInFullBecause ?? "")") }
+        #expect(map.isMapped(built.partitions[2]), "an ext4 in a partition of unknown type is mapped in full")
+        #expect(map.isMapped(built.partitions[3]))
+        let size = map.imageBytes
+        #expect(map.isMapped(size - 33 * 512..<size), "the backup GPT is mapped")
+        #expect(map.mappedFraction < 0.8)
+        try prove(built.path, map: map, ext: [built.partitions[1]], fat: [built.partitions[0]],
+                  identical: [0..<built.partitions[0].lowerBound, built.partitions[2], built.partitions[3],
+                              built.partitions[3].upperBound..<size], in: directory)
+        // The disk as the kernel reads it: sfdisk still sees the same table on the scrambled copy.
+        let copy = directory + "/again.img"
+        try M.scrambledCopy(of: built.path, outside: map, to: copy)
+        #expect(try F.must(["sfdisk", "-d", copy]) == F.must(["sfdisk", "-d", built.path]).replacingOccurrences(of: built.path, with: copy))
+    }
+
+    @Test("nearly full filesystems map nearly everything")
+    func nearlyFull() throws {
+        try #require(F.isRoot, "needs root for loop devices and mounts")
+        let directory = try F.temporaryDirectory()
+        defer { F.remove(directory) }
+        let built = try M.build(in: directory, gpt: false, partitions: [
+            .init(content: .fat(bits: 16), mib: 20, type: "c", fill: 0.93),
+            .init(content: .ext4(options: ["-m", "0", "-N", "256", "-J", "size=1"], blockSize: 1024), mib: 40, type: "83", fill: 0.93),
+        ])
+        let (map, _) = try ImageMapper.map(imageAt: built.path)
+        print("nearly full: \(map.mappedBytes) of \(map.imageBytes) (\(String(format: "%.1f", map.mappedFraction * 100)) %)")
+        #expect(map.mappedFraction > 0.93)
+        try prove(built.path, map: map, ext: [built.partitions[1]], fat: [built.partitions[0]], identical: [], in: directory)
+    }
+
+    @Test("a compressed image (zstd, xz, gzip) gives the same map as the raw one; zstd and xz stop once the metadata has passed")
+    func compressed() throws {
+        let directory = try F.temporaryDirectory()
+        defer { F.remove(directory) }
+        let image = try F.makeImage(in: directory, extraMiB: 24)
+        let raw = try ImageMapper.map(imageAt: image).map
+        for (tool, suffix) in [("zstd", "zst"), ("xz", "xz"), ("gzip", "gz")] {
+            try F.must([tool, "-k", "-q", "-f", image])
+            let (map, pass) = try ImageMapper.map(imageAt: image + "." + suffix)
+            #expect(map == raw, "\(tool): the same map as the raw image")
+            #expect(pass.passes == 1)
+            #expect(pass.retainedBytes < 4 << 20, "\(tool): only metadata kept (\(pass.retainedBytes) bytes)")
+            if tool == "gzip" {
+                #expect(pass.streamedBytes == raw.imageBytes, "gzip does not say its size: the pass reads to the end")
+            } else {
+                #expect(pass.streamedBytes < raw.imageBytes, "\(tool): the pass stopped at \(pass.streamedBytes)")
+            }
+            F.remove(image + "." + suffix)
+        }
+    }
+
+    @Test("doubts map in full: no partition table, a filesystem not cleanly unmounted, a broken FAT boot sector, a cut-off image")
+    func doubts() throws {
+        let directory = try F.temporaryDirectory()
+        defer { F.remove(directory) }
+        let bare = directory + "/bare.img"
+        try F.must(["truncate", "-s", "16M", bare])
+        try F.must(["mkfs.ext4", "-q", "-F", bare])
+        let bareMap = try ImageMapper.map(imageAt: bare).map
+        #expect(bareMap.mappedBytes == bareMap.imageBytes, "no partition table: everything mapped")
+
+        let image = try F.makeImage(in: directory, extraMiB: 24)
+        let root = try F.sfdiskPartition(image, number: 2)
+        let fw = try F.sfdiskPartition(image, number: 1)
+        let before = try ImageMapper.map(imageAt: image).map
+        #expect(!before.isMapped(root.offset..<root.offset + root.size))
+        _ = try F.debugfs(image, offset: root.offset, "ssv state 0")
+        let unclean = try ImageMapper.map(imageAt: image).map
+        #expect(unclean.isMapped(root.offset..<root.offset + root.size), "a root not cleanly unmounted is mapped in full")
+        #expect(unclean.regions.contains { $0.mappedInFullBecause?.contains("not cleanly unmounted") == true })
+        #expect(!unclean.isMapped(fw.offset..<fw.offset + fw.size), "the FAT still has free space left out")
+
+        // Sectors per cluster 3 is no FAT.
+        try F.must(["dd", "if=/dev/zero", "of=\(image)", "bs=1", "seek=\(fw.offset + 13)", "count=1", "conv=notrunc", "status=none"])
+        let brokenFAT = try ImageMapper.map(imageAt: image).map
+        #expect(brokenFAT.isMapped(fw.offset..<fw.offset + fw.size))
+
+        // The image cut inside the root: its filesystem is larger than what is left of its partition.
+        try F.must(["truncate", "-s", String(root.offset + root.size / 2), image])
+        _ = try F.debugfs(image, offset: root.offset, "ssv state 1")
+        let cut = try ImageMapper.map(imageAt: image).map
+        #expect(cut.isMapped(root.offset..<cut.imageBytes), "a filesystem larger than its (cut) partition is mapped in full")
+    }
+
+    @Test("ranges(alignedTo:) rounds outward, merges, and never passes the image's end")
+    func alignment() throws {
+        let directory = try F.temporaryDirectory()
+        defer { F.remove(directory) }
+        let image = try F.makeImage(in: directory, extraMiB: 24)
+        let (map, _) = try ImageMapper.map(imageAt: image)
+        for unit: UInt64 in [4096, 65536, 1 << 20, 4 << 20] {
+            let aligned = map.ranges(alignedTo: unit)
+            for range in aligned {
+                #expect(range.lowerBound % unit == 0)
+                #expect(range.upperBound % unit == 0 || range.upperBound == map.imageBytes)
+            }
+            for (a, b) in zip(aligned, aligned.dropFirst()) { #expect(a.upperBound < b.lowerBound) }
+            for range in map.ranges { #expect(aligned.contains { $0.lowerBound <= range.lowerBound && range.upperBound <= $0.upperBound }) }
+        }
+        #expect(map.ranges(alignedTo: 1 << 20).reduce(0) { $0 + $1.count } >= Int(map.mappedBytes))
+    }
+
+    @Test("ByteRanges: union, subtraction, containment, rounding")
+    func byteRanges() {
+        let a = ByteRanges([10..<20, 0..<5, 18..<30, 5..<6])
+        #expect(a.ranges == [0..<6, 10..<30])
+        #expect(a.count == 26)
+        #expect(a.subtracting(ByteRanges([2..<3, 12..<40])).ranges == [0..<2, 3..<6, 10..<12])
+        #expect(a.contains(11..<29) && !a.contains(5..<11) && a.contains(0..<0))
+        #expect(a.roundedOutward(to: 8, limit: 27).ranges == [0..<27])
+        #expect(ByteRanges([9..<10]).roundedOutward(to: 8, limit: 100).ranges == [8..<16])
+        #expect(ImageMap.full(imageBytes: 5000, because: "test").ranges(alignedTo: 4096) == [0..<5000])
+    }
+}
