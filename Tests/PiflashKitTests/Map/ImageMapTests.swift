@@ -122,6 +122,49 @@ struct ImageMapTests {
         #expect(try F.must(["sfdisk", "-d", copy]) == F.must(["sfdisk", "-d", built.path]).replacingOccurrences(of: built.path, with: copy))
     }
 
+    @Test("the checks bite: a map missing used ext blocks, or used FAT clusters, fails e2fsck / the file comparison")
+    func checksBite() throws {
+        try #require(F.isRoot, "needs root for loop devices and mounts")
+        let directory = try F.temporaryDirectory()
+        defer { F.remove(directory) }
+        let image = try F.makeImage(in: directory, extraMiB: 24)
+        let fw = try F.sfdiskPartition(image, number: 1)
+        let root = try F.sfdiskPartition(image, number: 2)
+        let (map, _) = try ImageMapper.map(imageAt: image)
+        let copy = directory + "/bad.img"
+        // Leave out the root's last used run (file data or metadata) and the FAT's last used cluster run.
+        let rootRange = root.offset..<root.offset + root.size
+        // The 4 KiB holding the first data block of a file (debugfs bmap; the root has 1 KiB blocks).
+        let block = try #require(UInt64(try F.debugfs(image, offset: root.offset, "bmap /nix-path-registration 0", write: false)
+            .trimmingCharacters(in: .whitespacesAndNewlines)))
+        let at = (root.offset + block * 1024) / 4096 * 4096
+        let lastRootRun = at..<at + 4096
+        #expect(map.isMapped(lastRootRun))
+        let fwRange = fw.offset..<fw.offset + fw.size
+        // The FAT's used clusters follow its reserved area in one mapped run: cut that run's last 16 KiB (file data).
+        let lastFATRun = try #require(map.ranges.last { $0.overlaps(fwRange) })
+        #expect(lastFATRun.upperBound < fwRange.upperBound && lastFATRun.upperBound > fw.offset + 16384)
+        let fewer = ByteRanges(map.ranges).subtracting(
+            ByteRanges([lastRootRun, lastFATRun.upperBound - 16384..<lastFATRun.upperBound])).ranges
+        try M.scrambledCopy(of: image, outside: fewer, imageBytes: map.imageBytes, to: copy)
+        let check = try F.e2fsck(copy, offset: root.offset)
+        let diff: F.Output = try M.withMountedExt4(image, rootRange) { a in
+            let b = try? M.withMountedExt4(copy, rootRange) { b in try F.run(["diff", "-r", "--no-dereference", a, b]) }
+            return b ?? F.Output(status: 99, stdout: "", stderr: "the copy does not mount")
+        }
+        #expect(check.status != 0 || diff.status != 0, "leaving out used ext blocks is noticed")
+        let out = try F.temporaryDirectory()
+        defer { F.remove(out) }
+        var copied: [F.Output] = []
+        for (name, file) in [("a", image), ("b", copy)] {
+            try FileManager.default.createDirectory(atPath: out + "/" + name, withIntermediateDirectories: true)
+            copied.append(try F.run(["mcopy", "-s", "-n", "-i", "\(file)@@\(fw.offset)", "::/*", out + "/" + name + "/"],
+                                    environment: ["MTOOLS_SKIP_CHECK": "1"]))
+        }
+        let fatDiff = try F.run(["diff", "-r", out + "/a", out + "/b"])
+        #expect(copied[1].status != 0 || fatDiff.status != 0, "leaving out used FAT clusters is noticed")
+    }
+
     @Test("nearly full filesystems map nearly everything")
     func nearlyFull() throws {
         try #require(F.isRoot, "needs root for loop devices and mounts")

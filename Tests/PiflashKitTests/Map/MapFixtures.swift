@@ -118,6 +118,11 @@ enum MapFixtures {
 
     /// A copy of `image` where every byte outside `map`'s ranges is random (as on a re-used card).
     static func scrambledCopy(of image: String, outside map: ImageMap, to copy: String) throws {
+        try scrambledCopy(of: image, outside: map.ranges, imageBytes: map.imageBytes, to: copy)
+    }
+
+    /// A copy of `image` where every byte outside `ranges` is random.
+    static func scrambledCopy(of image: String, outside ranges: [Range<UInt64>], imageBytes: UInt64, to copy: String) throws {
         F.remove(copy)
         try F.must(["cp", "--sparse=never", image, copy])
         let fd = open(copy, O_WRONLY)
@@ -126,7 +131,7 @@ enum MapFixtures {
         var state = UInt64.random(in: 1...UInt64.max)
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
         var cursor: UInt64 = 0
-        for gap in (map.ranges.map { $0 } + [map.imageBytes..<map.imageBytes]) {
+        for gap in ranges + [imageBytes..<imageBytes] {
             var at = cursor
             while at < gap.lowerBound {
                 let n = Int(min(UInt64(buffer.count), gap.lowerBound - at))
