@@ -234,6 +234,37 @@ struct ImageMapTests {
         #expect(cut.isMapped(root.offset..<cut.imageBytes), "a filesystem larger than its (cut) partition is mapped in full")
     }
 
+    @Test("an extended partition with a logical ext4 is mapped in full; overlapping partitions are mapped in full")
+    func extendedAndOverlap() throws {
+        let directory = try F.temporaryDirectory()
+        defer { F.remove(directory) }
+        let image = directory + "/ext.img"
+        try F.must(["truncate", "-s", "40M", image])
+        try F.must(["sfdisk", "-q", image], input: Array("label: dos\nstart=1MiB, size=16MiB, type=83\nstart=18MiB, type=5\nstart=19MiB, type=83\n".utf8))
+        let first = try F.sfdiskPartition(image, number: 1)
+        let logical = try F.sfdiskPartition(image, number: 3)  // the third entry sfdisk lists: the logical partition 5
+        for p in [first, logical] {
+            let fs = directory + "/fs.img"
+            try F.must(["truncate", "-s", String(p.size), fs])
+            try F.must(["mkfs.ext4", "-q", "-F", fs])
+            try F.must(["dd", "if=\(fs)", "of=\(image)", "bs=1M", "seek=\(p.offset >> 20)", "conv=notrunc", "status=none"])
+            F.remove(fs)
+        }
+        let map = try ImageMapper.map(imageAt: image).map
+        #expect(!map.isMapped(first.offset..<first.offset + first.size), "the primary ext4's free space is left out")
+        #expect(map.isMapped(18 << 20..<map.imageBytes), "the extended partition and its logical ext4 are mapped in full")
+        #expect(map.regions.contains { $0.mappedInFullBecause?.contains("extended") == true })
+
+        // Partition 1 made to reach into the extended one (its sector count patched in the MBR).
+        let count = UInt32((30 << 20 - first.offset) / 512)
+        let patch = directory + "/count"
+        try Data(withUnsafeBytes(of: count.littleEndian) { Array($0) }).write(to: URL(fileURLWithPath: patch))
+        try F.must(["dd", "if=\(patch)", "of=\(image)", "bs=1", "seek=458", "conv=notrunc", "status=none"])
+        let overlapping = try ImageMapper.map(imageAt: image).map
+        #expect(overlapping.mappedBytes == overlapping.imageBytes, "overlapping partitions: nothing left out")
+        #expect(overlapping.regions.contains { $0.mappedInFullBecause?.contains("overlaps") == true })
+    }
+
     @Test("ranges(alignedTo:) rounds outward, merges, and never passes the image's end")
     func alignment() throws {
         let directory = try F.temporaryDirectory()
