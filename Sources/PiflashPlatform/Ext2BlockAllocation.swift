@@ -87,13 +87,18 @@ public enum Ext2BlockAllocation {
             var runs: [Range<UInt64>] = []
             var cursor = first
             while cursor <= last {
+                // ENOENT means "none in the range"; any other code is an error, never "free".
                 var start: blk64_t = 0
-                if ext2fs_find_first_set_block_bitmap2(bitmap, blk64_t(cursor), blk64_t(last), &start) != 0 { break }
+                let found = ext2fs_find_first_set_block_bitmap2(bitmap, blk64_t(cursor), blk64_t(last), &start)
+                if found == errcode_t(ENOENT) { break }
+                try ext2Check(found, "ext2fs_find_first_set_block_bitmap2", "cannot search the block bitmap", path: path, offset: offset)
                 var end: blk64_t = 0
+                let zero = ext2fs_find_first_zero_block_bitmap2(bitmap, start, blk64_t(last), &end)
                 let end64: UInt64
-                if ext2fs_find_first_zero_block_bitmap2(bitmap, start, blk64_t(last), &end) != 0 {
+                if zero == errcode_t(ENOENT) {
                     end64 = last + 1
                 } else {
+                    try ext2Check(zero, "ext2fs_find_first_zero_block_bitmap2", "cannot search the block bitmap", path: path, offset: offset)
                     end64 = UInt64(end)
                 }
                 runs.append(UInt64(start)..<end64)
