@@ -25,25 +25,34 @@ public enum ImageMapper {
         public var passes: Int
     }
 
-    /// Maps the image at `path` (raw or compressed, as ``ImageReader`` detects it).
+    /// Maps the image at `path` (raw or compressed, as ``ImageReader`` detects it). Blocking: run it on
+    /// a dedicated thread.
     ///
+    /// - Parameter progress: called after each decompressed chunk with the bytes decompressed so far and
+    ///   the uncompressed size when known (not called for a raw image, which is read in place).
     /// - Throws: exit-2 ``PiflashError`` for an unreadable or corrupt image (as ``ImageReader`` reports
     ///   it), or a stream whose length differs from what its header says.
-    public static func map(imageAt path: String) throws -> (map: ImageMap, pass: Pass) {
+    public static func map(
+        imageAt path: String, progress: ((_ streamed: UInt64, _ total: UInt64?) -> Void)? = nil
+    ) throws -> (map: ImageMap, pass: Pass) {
         let reader = try ImageReader(path: path)
         if reader.compression == .raw {
             let input = try MapInput(rawFile: path)
             return (try analyzeFully(input), Pass(streamedBytes: 0, retainedBytes: 0, passes: 0))
         }
-        return try mapStream(first: reader, path: path)
+        return try mapStream(first: reader, path: path, progress: progress)
     }
 
-    /// Maps an ``ImageSource``.
-    public static func map(_ source: ImageSource) throws -> (map: ImageMap, pass: Pass) {
-        try map(imageAt: source.path)
+    /// Maps an ``ImageSource`` (see ``map(imageAt:progress:)``).
+    public static func map(
+        _ source: ImageSource, progress: ((_ streamed: UInt64, _ total: UInt64?) -> Void)? = nil
+    ) throws -> (map: ImageMap, pass: Pass) {
+        try map(imageAt: source.path, progress: progress)
     }
 
-    private static func mapStream(first: ImageReader, path: String) throws -> (map: ImageMap, pass: Pass) {
+    private static func mapStream(
+        first: ImageReader, path: String, progress: ((UInt64, UInt64?) -> Void)?
+    ) throws -> (map: ImageMap, pass: Pass) {
         let known = first.uncompressedSize
         // Unknown size: a sparse file far larger than any card; truncated to the real size at the end.
         let input = try MapInput(retainingFor: path, imageBytes: known ?? 1 << 46)
@@ -80,6 +89,7 @@ public enum ImageMapper {
                 }
                 position += UInt64(n)
                 streamed += UInt64(n)
+                progress?(streamed, known)
                 if case .done(let map) = outcome, known != nil {
                     return (map, Pass(streamedBytes: streamed, retainedBytes: input.available.count, passes: passNumber))
                 }

@@ -188,8 +188,10 @@ struct ImageMapTests {
         let raw = try ImageMapper.map(imageAt: image).map
         for (tool, suffix) in [("zstd", "zst"), ("xz", "xz"), ("gzip", "gz")] {
             try F.must([tool, "-k", "-q", "-f", image])
-            let (map, pass) = try ImageMapper.map(imageAt: image + "." + suffix)
+            var reported: [UInt64] = []
+            let (map, pass) = try ImageMapper.map(imageAt: image + "." + suffix) { streamed, _ in reported.append(streamed) }
             #expect(map == raw, "\(tool): the same map as the raw image")
+            #expect(reported.last == pass.streamedBytes && reported == reported.sorted(), "\(tool): progress up to what was streamed")
             #expect(pass.passes == 1)
             #expect(pass.retainedBytes < 4 << 20, "\(tool): only metadata kept (\(pass.retainedBytes) bytes)")
             if tool == "gzip" {
@@ -198,6 +200,33 @@ struct ImageMapTests {
                 #expect(pass.streamedBytes < raw.imageBytes, "\(tool): the pass stopped at \(pass.streamedBytes)")
             }
             F.remove(image + "." + suffix)
+        }
+    }
+
+    @Test("meta_bg: descriptors after the bitmaps they point to cost a second pass over a compressed image, and the map is the raw one")
+    func metaBG() throws {
+        let directory = try F.temporaryDirectory()
+        defer { F.remove(directory) }
+        let image = directory + "/metabg.img"
+        try F.must(["truncate", "-s", "202M", image])
+        try F.must(["sfdisk", "-q", image], input: Array("label: dos\nstart=1MiB, type=83\n".utf8))
+        let p = try F.sfdiskPartition(image, number: 1)
+        let fs = directory + "/fs.img"
+        try F.must(["truncate", "-s", String(p.size), fs])
+        let content = directory + "/content"
+        try M.tree(at: content, bytes: 6 << 20)
+        try F.must(["mkfs.ext4", "-q", "-F", "-b", "1024", "-O", "meta_bg,^resize_inode", "-d", content, fs])
+        try F.must(["dd", "if=\(fs)", "of=\(image)", "bs=1M", "seek=1", "conv=notrunc", "status=none"])
+        F.remove(fs)
+        #expect(try F.must(["dumpe2fs", "-h", "\(image)?offset=\(p.offset)"]).contains("meta_bg"))
+        let raw = try ImageMapper.map(imageAt: image).map
+        #expect(raw.mappedFraction < 0.5)
+        try F.must(["zstd", "-q", "-k", image])
+        let (map, pass) = try ImageMapper.map(imageAt: image + ".zst")
+        #expect(map == raw)
+        #expect(pass.passes == 2, "the bitmaps had passed before the last descriptors said where they are")
+        if F.isRoot {
+            try prove(image, map: map, ext: [p.offset..<p.offset + p.size], fat: [], identical: [0..<p.offset], in: directory)
         }
     }
 
