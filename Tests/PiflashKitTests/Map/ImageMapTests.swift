@@ -46,12 +46,13 @@ struct ImageMapTests {
         }
     }
 
-    @Test("NixOS-like image: the map leaves out the free space, and a copy scrambled outside it is the same image to e2fsck, fsck.fat, the kernel and mtools")
-    func nixosLike() throws {
+    @Test("NixOS-like image (MBR, and GPT): the map leaves out the free space, and a copy scrambled outside it is the same image to e2fsck, fsck.fat, the kernel and mtools",
+          arguments: [false, true])
+    func nixosLike(gpt: Bool) throws {
         try #require(F.isRoot, "needs root for loop devices and mounts")
         let directory = try F.temporaryDirectory()
         defer { F.remove(directory) }
-        let image = try F.makeImage(in: directory, extraMiB: 24)
+        let image = try F.makeImage(in: directory, gpt: gpt, extraMiB: 24)
         // A boot loader in the gap before the first partition (other boards keep one there).
         try F.must(["dd", "if=/dev/urandom", "of=\(image)", "bs=64K", "seek=16", "count=32", "conv=notrunc", "status=none"])
         let fw = try F.sfdiskPartition(image, number: 1)
@@ -61,7 +62,7 @@ struct ImageMapTests {
         #expect(pass.passes == 0, "a raw image is read in place")
         #expect(map.imageBytes == UInt64(try FileManager.default.attributesOfItem(atPath: image)[.size] as! Int))
         let fraction = map.mappedFraction
-        print("NixOS-like image: \(map.mappedBytes) of \(map.imageBytes) bytes mapped (\(String(format: "%.1f", fraction * 100)) %)")
+        print("NixOS-like image (\(gpt ? "GPT" : "MBR")): \(map.mappedBytes) of \(map.imageBytes) bytes mapped (\(String(format: "%.1f", fraction * 100)) %)")
         for region in map.regions { print("  \(region.range): \(region.summary) \(region.mappedInFullBecause ?? "")") }
         #expect(fraction < 0.75, "a NixOS-like image with free space maps notably less than all of it")
         #expect(map.isMapped(0..<(8 << 20)), "the table and the whole gap are mapped")
