@@ -93,6 +93,8 @@ enum FATMap {
         let fatStart = base + geometry.reservedSectors * geometry.bytesPerSector
         let fatBytes = geometry.fatSectors * geometry.bytesPerSector
         let fats = try input.read(fatStart..<fatStart + geometry.fatCount * fatBytes)
+        // A cut-off FAT would read as free clusters: never.
+        guard UInt64(fats.count) == geometry.fatCount * fatBytes else { throw MapDoubt("the FATs are cut off by the image's end") }
         var holes: [Range<UInt64>] = []
         let dataStart = base + geometry.dataStart
         var runStart: UInt64?
