@@ -72,7 +72,7 @@ struct ImageMapTests {
                   identical: [0..<(8 << 20)], in: directory)
     }
 
-    @Test("MBR: ext4 with metadata_csum and flex_bg, ext4 with uninit_bg (no metadata_csum), FAT16, FAT32, an unknown type, a boot loader in the gap")
+    @Test("MBR: ext4 with metadata_csum and flex_bg, ext4 with uninit_bg (no metadata_csum), FAT16, FAT32, a boot loader in the gap")
     func mbrVariants() throws {
         try #require(F.isRoot, "needs root for loop devices and mounts")
         let directory = try F.temporaryDirectory()
@@ -231,7 +231,7 @@ struct ImageMapTests {
         }
     }
 
-    @Test("doubts map in full: no partition table, a filesystem not cleanly unmounted, a broken FAT boot sector, a cut-off image")
+    @Test("doubts map in full: no partition table, a filesystem not cleanly unmounted or with a journal to replay, a broken FAT boot sector, a cut-off image")
     func doubts() throws {
         let directory = try F.temporaryDirectory()
         defer { F.remove(directory) }
@@ -251,6 +251,13 @@ struct ImageMapTests {
         #expect(unclean.isMapped(root.offset..<root.offset + root.size), "a root not cleanly unmounted is mapped in full")
         #expect(unclean.regions.contains { $0.mappedInFullBecause?.contains("not cleanly unmounted") == true })
         #expect(!unclean.isMapped(fw.offset..<fw.offset + fw.size), "the FAT still has free space left out")
+        _ = try F.debugfs(image, offset: root.offset, "ssv state 1")
+        #expect(!(try ImageMapper.map(imageAt: image).map.isMapped(root.offset..<root.offset + root.size)))
+        _ = try F.debugfs(image, offset: root.offset, "feature needs_recovery")
+        let replay = try ImageMapper.map(imageAt: image).map
+        #expect(replay.isMapped(root.offset..<root.offset + root.size), "a journal to replay: the root is mapped in full")
+        #expect(replay.regions.contains { $0.mappedInFullBecause?.contains("journal needs recovery") == true })
+        _ = try F.debugfs(image, offset: root.offset, "feature ^needs_recovery")
 
         // Sectors per cluster 3 is no FAT.
         try F.must(["dd", "if=/dev/zero", "of=\(image)", "bs=1", "seek=\(fw.offset + 13)", "count=1", "conv=notrunc", "status=none"])
@@ -259,7 +266,6 @@ struct ImageMapTests {
 
         // The image cut inside the root: its filesystem is larger than what is left of its partition.
         try F.must(["truncate", "-s", String(root.offset + root.size / 2), image])
-        _ = try F.debugfs(image, offset: root.offset, "ssv state 1")
         let cut = try ImageMapper.map(imageAt: image).map
         #expect(cut.isMapped(root.offset..<cut.imageBytes), "a filesystem larger than its (cut) partition is mapped in full")
     }
