@@ -589,12 +589,17 @@ public final class Journal: Sendable {
 
     private static func storeBlocks(_ blocks: [InjectedBlock], id: Int64, db: any JournalSQL) throws {
         for (position, block) in blocks.enumerated() {
+            // Exactly one of the two columns holds the digest: what it is stays visible to any reader.
+            let plain: String?, keyed: String?
+            switch block.digest {
+            case .hmacSHA256(let hex): (plain, keyed) = (nil, hex)
+            default: (plain, keyed) = (block.digest.hex, nil)
+            }
             try db.run(
                 "INSERT INTO injected_blocks (flash_id, position, byte_offset, length, sha256, hmac_sha256)"
                     + " VALUES (?, ?, ?, ?, ?, ?)",
                 [.integer(id), .integer(Int64(position)), .integer(Int64(clamping: block.offset)),
-                 .integer(Int64(clamping: block.length)), .text(block.keyed ? nil : block.digest),
-                 .text(block.keyed ? block.digest : nil)])
+                 .integer(Int64(clamping: block.length)), .text(plain), .text(keyed)])
         }
     }
 
@@ -623,7 +628,7 @@ public final class Journal: Sendable {
             let keyed = block["hmac_sha256"].string
             blocks[block["flash_id"].int64 ?? 0, default: []].append(InjectedBlock(
                 offset: UInt64(clamping: block["byte_offset"].int64 ?? 0), length: UInt64(clamping: block["length"].int64 ?? 0),
-                digest: keyed ?? block["sha256"].string ?? "", keyed: keyed != nil))
+                digest: keyed.map(ContentDigest.hmacSHA256) ?? .sha256(block["sha256"].string ?? "")))
         }
         return rows.map { row in
             let id = row["id"].int64 ?? 0

@@ -89,7 +89,7 @@ public struct CardMapVerifier: Sendable {
                 pending.append(contentsOf: device[from..<to])
                 position = upTo
                 if upTo == block.end {
-                    if InjectedBlock.digest(of: pending, key: block.keyed ? key : nil) != block.digest {
+                    if !block.digest.matches(pending, key: key) {
                         // Only a digest is recorded: the block (at most 4 KiB) is as precise as it gets.
                         return CardMapMismatch(offset: block.offset, inInjectedBlock: true)
                     }
@@ -122,7 +122,7 @@ extension InjectedBlocks {
         try target.dropCaches()
         for block in blocks {
             let bytes = try readRange(descriptor: target.descriptor, path: target.path, offset: block.offset, length: Int(block.length))
-            if InjectedBlock.digest(of: bytes, key: block.keyed ? key : nil) != block.digest { return block }
+            if !block.digest.matches(bytes, key: key) { return block }
         }
         return nil
     }

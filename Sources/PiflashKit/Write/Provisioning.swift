@@ -109,7 +109,7 @@ public enum InjectedBlocks {
                 let to = min(range.bytes.count, from + Int(InjectedBlock.unit - at % InjectedBlock.unit))
                 let bytes = range.bytes[from..<to]
                 blocks.append(InjectedBlock(
-                    offset: at, length: UInt64(to - from), digest: InjectedBlock.digest(of: bytes, key: key), keyed: key != nil))
+                    offset: at, length: UInt64(to - from), digest: .of(bytes, key: key)))
                 from = to
             }
         }

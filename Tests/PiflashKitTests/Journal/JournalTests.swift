@@ -214,8 +214,8 @@ struct JournalTests {
         var entry = sampleEntry()
         entry.ok = true
         entry.injectedBlocks = [
-            InjectedBlock(offset: 39_845_888 + 1024, length: 1024, digest: String(repeating: "a", count: 64), keyed: true),
-            InjectedBlock(offset: 41_000_960, length: 4096, digest: String(repeating: "b", count: 64), keyed: false),
+            InjectedBlock(offset: 39_845_888 + 1024, length: 1024, digest: .hmacSHA256(String(repeating: "a", count: 64))),
+            InjectedBlock(offset: 41_000_960, length: 4096, digest: .sha256(String(repeating: "b", count: 64))),
         ]
         let id = try journal.record(entry)
         let back = try #require(try journal.entry(id: id))

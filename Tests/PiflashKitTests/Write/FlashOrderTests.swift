@@ -61,7 +61,7 @@ struct FlashOrderTests {
             while at < start + length {
                 let end = min(start + length, (at / 4096 + 1) * 4096)
                 blocks.append(InjectedBlock(offset: UInt64(at), length: UInt64(end - at),
-                                            digest: InjectedBlock.digest(of: card[at..<end], key: key), keyed: true))
+                                            digest: .of(card[at..<end], key: key)))
                 at = end
             }
         }
