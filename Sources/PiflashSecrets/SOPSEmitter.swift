@@ -83,26 +83,11 @@ enum SOPSEmitter {
         }
     }
 
-    /// A string scalar: plain when YAML reads it back as the same string, else double-quoted.
+    /// A string scalar: plain when YAML reads it back as the same string, else double-quoted (a
+    /// JSON string with DEL escaped is a valid YAML double-quoted scalar).
     static func yamlString(_ text: String) -> String {
         if isPlainSafe(text) { return text }
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            case "\r": out += "\\r"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7F {
-                    out += "\\x" + hexByte(UInt8(scalar.value))
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
+        return JSONValue.quoted(text, escapingDelete: true)
     }
 
     static func isPlainSafe(_ text: String) -> Bool {
@@ -121,11 +106,6 @@ enum SOPSEmitter {
             "on", "On", "ON", "off", "Off", "OFF", "null", "Null", "NULL",
         ]
         return !reserved.contains(text)
-    }
-
-    static func hexByte(_ byte: UInt8) -> String {
-        let digits = Array("0123456789abcdef")
-        return String([digits[Int(byte >> 4)], digits[Int(byte & 15)]])
     }
 
     // MARK: JSON
