@@ -7,6 +7,8 @@ final class TmuxSession {
     let name = "station"
     let width: Int
     let height: Int
+    /// The tmux server's pid and the pane's first program's (the station), for the cleanup.
+    private var pids: [pid_t] = []
 
     init(width: Int, height: Int, command: String) throws {
         self.width = width
@@ -16,6 +18,8 @@ final class TmuxSession {
         try Shell.sh("for fd in /proc/$$/fd/*; do n=${fd##*/}; if [ \"$n\" -gt 2 ]; then eval \"exec $n>&-\" 2>/dev/null || true; fi; done; "
                      + "tmux -L \(socket) -f /dev/null new-session -d -s \(name) -x \(width) -y \(height) \(Self.quote(command))"
                      + " </dev/null >/dev/null 2>&1 && tmux -L \(socket) set-option -t \(name) remain-on-exit on </dev/null >/dev/null 2>&1")
+        let ids = try Shell.sh("tmux -L \(socket) display-message -p -t \(name) '#{pid} #{pane_pid}'")
+        pids = ids.split(separator: " ").compactMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
     }
 
     static func quote(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'" }
@@ -43,7 +47,14 @@ final class TmuxSession {
         (try? Shell.sh("tmux -L \(socket) display-message -p -t \(name) '#{pane_dead}'"))?.hasPrefix("1") == true
     }
 
-    deinit { _ = try? Shell.run(["tmux", "-L", socket, "kill-server"]) }
+    /// Ends the server and what runs in it. The server inherits the test runner's blocked signals
+    /// (SIGCHLD among them), so it may never reap its pane and never exit on `kill-server` alone:
+    /// both are then killed by pid.
+    deinit {
+        _ = try? Shell.run(["tmux", "-L", socket, "kill-server"])
+        for pid in pids.reversed() where pid > 1 { kill(pid, SIGKILL) }
+        unlink("/tmp/tmux-\(getuid())/\(socket)")
+    }
 }
 
 /// The station's own view for a person: on a terminal (tmux), a header and per slot the host,
