@@ -4,7 +4,8 @@ import Glibc
 /// One station as its views show it: who it is, whether it runs, and its slots. Today built from
 /// the local station; a shared database can give one per station of a fleet.
 public struct StationSnapshot: Sendable {
-    /// `station@machine`: the prefix of its slots' journal claimants.
+    /// `station@NAME` (the station file's `name`, else the machine's): the prefix of its slots'
+    /// journal claimants.
     public var name: String
     public var machine: String
     public var pid: Int32
@@ -54,7 +55,7 @@ public struct QueueSnapshot: Sendable, Equatable {
     public struct Host: Sendable, Equatable {
         public var name: String
         public var standing: Standing
-        /// Who claimed it (`station@machine:slot`), while claimed.
+        /// Who claimed it (`station@NAME:slot`), while claimed.
         public var claimant: String?
         /// The journal entry of its successful flash, when done.
         public var journalID: Int64?
@@ -125,7 +126,7 @@ public struct LocalStationSource: StationSnapshotSource {
     }
 
     public func stations() throws -> [StationSnapshot] {
-        [StationSnapshot(name: "station@\(daemon.machine)", machine: daemon.machine, pid: getpid(),
+        [StationSnapshot(name: "station@\(daemon.name)", machine: daemon.machine, pid: getpid(),
                          config: daemon.config.path, hosts: daemon.catalog.directory, startedAt: daemon.startedAt,
                          updatedAt: Date(), running: true, slots: daemon.board.statuses)]
     }
