@@ -1,12 +1,19 @@
 import Crypto
 
 /// One file to inject into the card's root filesystem, rendered before any card is touched.
-/// Its content may be a secret: it lives in memory only, is never logged and never journaled.
+/// Its content may be a secret: it lives only in locked, no-dump memory (``SecretBytes``), zeroed
+/// when the job is done, and is never logged nor journaled.
 public struct BootstrapFile: Sendable, Equatable {
     /// Absolute path inside the image, e.g. `/var/lib/bootstrap/ssh_host_ed25519_key`.
     public var path: String
-    /// The bytes to write.
-    public var content: [UInt8]
+    /// The bytes to write, in locked memory.
+    public var secret: SecretBytes
+    /// A copy of the bytes to write: its owner should wipe it (``SecretPages/wipe(_:)``);
+    /// ``withContent(_:)`` reads them in place.
+    public var content: [UInt8] {
+        get { secret.bytes }
+        set { secret = SecretBytes(copying: newValue) }
+    }
     /// Permission bits (e.g. `0o600`), without the file type.
     public var mode: UInt16
     public var uid: UInt32
@@ -20,12 +27,32 @@ public struct BootstrapFile: Sendable, Equatable {
         path: String, content: [UInt8], mode: UInt16, uid: UInt32 = 0, gid: UInt32 = 0, digestKey: DigestKey? = nil
     ) {
         self.path = path
-        self.content = content
+        self.secret = SecretBytes(copying: content)
         self.mode = mode
         self.uid = uid
         self.gid = gid
         self.digestKey = digestKey
     }
+
+    /// A file whose content is already in locked memory (what rendering makes).
+    public init(
+        path: String, secret: SecretBytes, mode: UInt16, uid: UInt32 = 0, gid: UInt32 = 0, digestKey: DigestKey? = nil
+    ) {
+        self.path = path
+        self.secret = secret
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.digestKey = digestKey
+    }
+
+    /// Reads the content in place, without a copy.
+    public func withContent<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try secret.withUnsafeBytes(body)
+    }
+
+    /// The content's length.
+    public var contentCount: Int { secret.count }
 
     /// Whether the content is derived from secrets (then only a keyed digest of it is recorded).
     public var isSecretDerived: Bool { digestKey != nil }
@@ -39,7 +66,7 @@ public struct BootstrapFile: Sendable, Equatable {
     /// What may be shown and journaled about the file: never its content, and of secret-derived
     /// content only a keyed digest.
     public var record: InjectedFile {
-        InjectedFile(path: path, digest: digest(of: content), mode: mode, uid: uid, gid: gid)
+        InjectedFile(path: path, digest: withContent { digest(of: $0) }, mode: mode, uid: uid, gid: gid)
     }
 }
 
@@ -89,7 +116,7 @@ public struct InjectedFile: Sendable, Equatable, Codable {
     /// digest by plain SHA-256; a scrubbed digest never matches).
     public func describes(_ file: BootstrapFile) -> Bool {
         path == file.path && mode == file.mode && uid == file.uid && gid == file.gid
-            && digest.matches(file.content, key: file.digestKey)
+            && file.withContent { digest.matches($0, key: file.digestKey) }
     }
 }
 

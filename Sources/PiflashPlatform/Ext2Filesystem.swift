@@ -265,7 +265,7 @@ public final class Ext2Filesystem {
     /// - Returns: the file's inode.
     @discardableResult
     public func writeFile(
-        _ name: String, in parent: Ext2InodeNumber, replacing existing: Ext2InodeNumber?, content: [UInt8],
+        _ name: String, in parent: Ext2InodeNumber, replacing existing: Ext2InodeNumber?, content: UnsafeRawBufferPointer,
         permissions: UInt16, uid: UInt32, gid: UInt32, time: timespec
     ) throws -> Ext2InodeNumber {
         let target: Ext2InodeNumber
@@ -428,7 +428,7 @@ public final class Ext2Filesystem {
     }
 
     /// Writes `content` from the start of an empty file, then flushes and closes it.
-    private func writeContent(_ content: [UInt8], to inode: Ext2InodeNumber, named name: String) throws {
+    private func writeContent(_ content: UnsafeRawBufferPointer, to inode: Ext2InodeNumber, named name: String) throws {
         guard !content.isEmpty else { return }
         var file: ext2_file_t?
         try ext2Check(
@@ -441,9 +441,7 @@ public final class Ext2Filesystem {
         while done < content.count {
             var written: UInt32 = 0
             let want = UInt32(min(content.count - done, 1 << 20))
-            let code = content.withUnsafeBytes { buffer in
-                ext2fs_file_write(file, buffer.baseAddress! + done, want, &written)
-            }
+            let code = ext2fs_file_write(file, content.baseAddress! + done, want, &written)
             try ext2Check(code, "ext2fs_file_write", "cannot write \(name)", path: path, offset: offset)
             if written == 0 {
                 throw PiflashError.failure("writing \(name) made no progress after \(done) bytes", path: path)

@@ -32,7 +32,8 @@ enum SOPSBinary {
         } catch {
             throw PiflashError.failure("sops --decrypt printed something else than JSON", path: path)
         }
-        return SecretValues(tree.flattened())
+        var values = tree.flattened()
+        return SecretValues(wiping: &values)
     }
 
     private static func run(_ executable: String, _ arguments: [String], environment: [String: String], path: String) throws -> [UInt8] {

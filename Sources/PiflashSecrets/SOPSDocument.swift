@@ -232,6 +232,8 @@ struct SOPSDocument {
         var hash = SHA512()
         if metadata.macOnlyEncrypted { hash.update(data: Self.macOnlyEncryptedInitialization) }
         var values: [String: [UInt8]] = [:]
+        // On a failed MAC the values decrypted so far are zeroed too.
+        defer { for name in Array(values.keys) { SecretPages.wipe(&values[name]!) } }
 
         func walk(_ node: SOPSNode, keyPath: [String], flatKey: String) throws {
             switch node {
@@ -282,7 +284,7 @@ struct SOPSDocument {
         guard stored.bytes.elementsEqual(Array(computed.utf8)) else {
             throw PiflashError.failure("SOPS MAC mismatch: the values were tampered with or corrupted", path: path)
         }
-        return SecretValues(values)
+        return SecretValues(wiping: &values)
     }
 }
 

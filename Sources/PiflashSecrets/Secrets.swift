@@ -2,19 +2,45 @@
 // age lives in Age*.swift, SOPS in SOPS*.swift, OpenSSH keys in OpenSSHKey.swift.
 import PiflashCore
 
-/// Decrypted secret values by key path (`a.b.c` for nested keys), held in memory only.
+/// Decrypted secret values by key path (`a.b.c` for nested keys), held in memory only: each value
+/// in its own locked, no-dump pages (``SecretBytes``), zeroed when the last copy of the set goes.
 public struct SecretValues: Sendable {
-    public private(set) var values: [String: [UInt8]]
+    private var storage: [String: SecretBytes]
 
+    /// Locked copies of `values`; the caller's arrays are left as they are (tests, public values).
     public init(_ values: [String: [UInt8]]) {
-        self.values = values
+        storage = values.mapValues { SecretBytes(copying: $0) }
     }
 
-    /// The value at a key path, or nil.
-    public func value(_ keyPath: String) -> [UInt8]? { values[keyPath] }
+    /// Locked copies of `values`, whose arrays are then zeroed and removed: the plaintext exists
+    /// only in locked memory afterwards. What every loader uses.
+    public init(wiping values: inout [String: [UInt8]]) {
+        var storage: [String: SecretBytes] = [:]
+        for key in Array(values.keys) {
+            storage[key] = SecretBytes(wiping: &values[key]!)
+        }
+        values.removeAll()
+        self.storage = storage
+    }
+
+    /// The value at a key path, in locked memory, or nil.
+    public func secret(_ keyPath: String) -> SecretBytes? { storage[keyPath] }
+
+    /// A copy of the value at a key path, or nil: the caller should wipe it
+    /// (``SecretPages/wipe(_:)``) when done; ``secret(_:)`` reads it in place.
+    public func value(_ keyPath: String) -> [UInt8]? { storage[keyPath]?.bytes }
 
     /// Every key path, sorted.
-    public var keys: [String] { values.keys.sorted() }
+    public var keys: [String] { storage.keys.sorted() }
+
+    /// Each value transformed in place, by key path (e.g. to compare with what a test wrote).
+    public func mapValues<T>(_ transform: (UnsafeRawBufferPointer) throws -> T) rethrows -> [String: T] {
+        try storage.mapValues { try $0.withUnsafeBytes(transform) }
+    }
+
+    /// Whether every value is locked in memory (false when RLIMIT_MEMLOCK is too low: see
+    /// ``SecretPages/lockNote``).
+    public var isLocked: Bool { storage.values.allSatisfy(\.isLocked) }
 }
 
 /// Where the secrets of a host come from, and with which age identities they are opened.
@@ -33,7 +59,8 @@ public enum SecretLoader {
         let format = SOPSFormat.detect(path: path, content: content)
         let document = try SOPSDocument(content: content, format: format, path: path)
         let metadata = document.metadata
-        if metadata.keyGroupCount == 1, let dataKey = try dataKey(metadata, identities: identities, path: path) {
+        if metadata.keyGroupCount == 1, var dataKey = try dataKey(metadata, identities: identities, path: path) {
+            defer { SecretPages.wipe(&dataKey) }
             return try document.decrypt(dataKey: dataKey)
         }
         // No age recipient of ours: PGP/KMS (or Shamir key groups) need the sops binary.
@@ -75,11 +102,13 @@ public enum SecretLoader {
     /// Throws exit-2 errors for unreadable/malformed files, exit-1 errors for decryption failures.
     public static func loadAge(path: String, identities: [AgeIdentity]) throws -> SecretValues {
         let file = try FileSystem.readFile(path, what: "age-encrypted secrets file")
-        let plaintext = try AgeFile.decrypt(file, identities: identities, path: path)
+        var plaintext = try AgeFile.decrypt(file, identities: identities, path: path)
+        defer { SecretPages.wipe(&plaintext) }
         var name = (path.split(separator: "/").last.map(String.init) ?? path).lowercased()
         if name.hasSuffix(".age") { name.removeLast(4) }
         if name.hasSuffix(".env") || name == "env" || name.hasPrefix(".env") {
-            return SecretValues(try Dotenv.parse(plaintext, path: path))
+            var values = try Dotenv.parse(plaintext, path: path)
+            return SecretValues(wiping: &values)
         }
         if name.hasSuffix(".json") {
             let tree: SOPSNode
@@ -88,7 +117,8 @@ public enum SecretLoader {
             } catch {
                 throw PiflashError.usage("the decrypted file is not valid JSON (byte \(error.offset): \(error.reason))", path: path)
             }
-            return SecretValues(tree.flattened())
+            var values = tree.flattened()
+            return SecretValues(wiping: &values)
         }
         if name.hasSuffix(".yaml") || name.hasSuffix(".yml") {
             return try yamlValues(plaintext, path: path)
@@ -106,7 +136,7 @@ public enum SecretLoader {
             default: throw PiflashError.usage("the decrypted YAML is not a mapping of keys to values", path: path)
             }
         }
-        return SecretValues(values)
+        return SecretValues(wiping: &values)
     }
 
     /// A folder of plain files, one value per file; the file name is the key. Hidden files and
@@ -116,6 +146,6 @@ public enum SecretLoader {
         for name in try FileSystem.regularFiles(in: path) {
             values[name] = try FileSystem.readFile(path + "/" + name, what: "secret file")
         }
-        return SecretValues(values)
+        return SecretValues(wiping: &values)
     }
 }

@@ -54,7 +54,7 @@ struct SOPSToolTests {
     /// Decrypts natively only (no sops on PATH).
     static func load(_ path: String, _ fixture: Fixture) throws -> [String: String] {
         let values = try SecretLoader.loadSOPS(path: path, identities: [fixture.identity], environment: ["PATH": "/nonexistent"])
-        return values.values.mapValues { String(decoding: $0, as: UTF8.self) }
+        return values.mapValues { String(decoding: $0, as: UTF8.self) }
     }
 
     static let yaml = """

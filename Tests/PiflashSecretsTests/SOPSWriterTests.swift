@@ -146,7 +146,7 @@ struct SOPSWriterTests {
         let path = folder.appendingPathComponent("s." + (format == "dotenv" ? "env" : format))
         try Data(bytes).write(to: path)
         let loaded = try SecretLoader.loadSOPS(path: path.path, identities: [key.identity], environment: ["PATH": "/nonexistent"])
-        #expect(loaded.values.mapValues { String(decoding: $0, as: UTF8.self) } == Dictionary(uniqueKeysWithValues: Self.values))
+        #expect(loaded.mapValues { String(decoding: $0, as: UTF8.self) } == Dictionary(uniqueKeysWithValues: Self.values))
     }
 
     @Test("the real sops decrypts what piflash writes, to exactly the values", .enabled(if: realSOPS != nil, "sops is not installed"),

@@ -84,7 +84,8 @@ extension HostFile {
         let key = digestKey(secrets: secrets)
         return try files.map { entry in
             let place = "[[files]] \(entry.path)"
-            let content: [UInt8]
+            // Every copy of a secret made here is zeroed once it is in the file's locked memory.
+            var content: [UInt8]
             switch entry.source {
             case .secret(let name):
                 content = try secretValue(name, in: secrets, for: place)
@@ -98,18 +99,27 @@ extension HostFile {
                 } catch let error as TemplateSyntaxError {
                     throw PiflashError.usage("\(filePath): the template of \(place) \(error.message)", path: filePath)
                 }
-                content = try template.render { try secretValue($0, in: secrets, for: place) }
+                var values: [[UInt8]] = []
+                defer { for index in values.indices { SecretPages.wipe(&values[index]) } }
+                content = try template.render { name in
+                    values.append(try secretValue(name, in: secrets, for: place))
+                    return values[values.count - 1]
+                }
             case .environment(let variables):
                 var lines: [UInt8] = []
                 for variable in variables {
-                    let value = try secretValue(variable.secret, in: secrets, for: place)
+                    var value = try secretValue(variable.secret, in: secrets, for: place)
+                    defer { SecretPages.wipe(&value) }
                     if let problem = EnvironmentFile.valueProblem(value) {
+                        SecretPages.wipe(&lines)
                         throw PiflashError.usage(
                             "\(filePath): \(place): the secret `\(variable.secret)` (variable \(variable.name)) cannot be "
                                 + "written to an environment file exactly: \(problem.description) [rule \(problem.code)]",
                             path: filePath, hint: "fix the value of `\(variable.secret)` in the secrets")
                     }
-                    lines += EnvironmentFile.line(name: variable.name, value: value)
+                    var line = EnvironmentFile.line(name: variable.name, value: value)
+                    lines += line
+                    SecretPages.wipe(&line)
                 }
                 content = lines
             }
@@ -120,12 +130,14 @@ extension HostFile {
                 fileKey = key
             }
             return BootstrapFile(
-                path: entry.path, content: content, mode: entry.mode, uid: entry.uid, gid: entry.gid, digestKey: fileKey)
+                path: entry.path, secret: SecretBytes(wiping: &content), mode: entry.mode, uid: entry.uid, gid: entry.gid,
+                digestKey: fileKey)
         }
     }
 
     func publicKey(fromSecret secret: String, in secrets: SecretValues, for place: String) throws -> OpenSSHPublicKey {
-        let pem = try secretValue(secret, in: secrets, for: place)
+        var pem = try secretValue(secret, in: secrets, for: place)
+        defer { SecretPages.wipe(&pem) }
         do {
             return try OpenSSHPublicKey(privateKeyPEM: pem)
         } catch let error as PiflashError {

@@ -54,7 +54,8 @@ extension HostFile {
     ///   rule (`psk_length`, `psk_character`, `psk_hex`, `ssid_length`). Never the value.
     public func checkWiFiValues(secrets: SecretValues) throws {
         for wifi in wifiSecrets {
-            guard let value = secrets.value(wifi.secret) else { continue }
+            guard var value = secrets.value(wifi.secret) else { continue }
+            defer { SecretPages.wipe(&value) }
             let problem: WiFiRules.Problem?
             let what: String
             switch wifi.kind {

@@ -36,7 +36,7 @@ public enum Ext4Patcher {
     ) throws -> [InjectedFile] {
         // Paths under /etc were already warned about when the host file was read, before any card.
         let paths = try validate(files)
-        let total = files.reduce(UInt64(0)) { $0 + UInt64($1.content.count) }
+        let total = files.reduce(UInt64(0)) { $0 + UInt64($1.contentCount) }
         let started = monotonicSeconds()
         reporter.begin("inject", total: total)
         try Ext2Filesystem.withFilesystem(path: path, offset: root.offset, access: .readWrite, writeLog: writeLog) { fs in
@@ -90,10 +90,12 @@ public enum Ext4Patcher {
             guard let parent = directories[step.path.parentText] else {
                 preconditionFailure("file \(step.path.text) planned before its directory")
             }
-            try fs.writeFile(
-                step.path.name, in: parent, replacing: step.existing?.inode, content: step.file.content,
-                permissions: step.file.mode, uid: step.file.uid, gid: step.file.gid, time: now)
-            done += UInt64(step.file.content.count)
+            try step.file.withContent { content in
+                try fs.writeFile(
+                    step.path.name, in: parent, replacing: step.existing?.inode, content: content,
+                    permissions: step.file.mode, uid: step.file.uid, gid: step.file.gid, time: now)
+            }
+            done += UInt64(step.file.contentCount)
             reporter.progress("inject", done: done, total: total)
         }
     }
@@ -157,7 +159,7 @@ struct InjectionPlan {
         var returned: UInt64 = 0
         var inodes: UInt64 = UInt64(directoriesToCreate.count)
         for step in files {
-            let dataBlocks = (UInt64(step.file.content.count) + blockSize - 1) / blockSize
+            let dataBlocks = (UInt64(step.file.contentCount) + blockSize - 1) / blockSize
             // Up to four extents live in the inode; more need an extent block.
             needed += dataBlocks + (dataBlocks > 4 ? 1 : 0)
             if let existing = step.existing, existing.linksCount <= 1 {

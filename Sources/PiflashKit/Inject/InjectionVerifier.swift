@@ -55,20 +55,22 @@ public enum InjectionVerifier {
         guard let info = walk.existingFile else {
             throw PiflashError.verification("\(entry.text) is missing from the root filesystem after injection", path: path)
         }
-        let content = try fs.readFile(info.inode)
+        var content = try fs.readFile(info.inode)
+        // What was read back is as secret as what was written.
+        defer { SecretPages.wipe(&content) }
         // The digest of what was read back, computed as the record's was: keyed under the host's
         // digest key for secret-derived files, so even a mismatch message reveals nothing.
         let found = InjectedFile(
             path: file.path, digest: file.digest(of: content), mode: info.permissions, uid: info.uid, gid: info.gid)
         let expected = file.record
         var differences: [String] = []
-        if found.digest != expected.digest || content.count != file.content.count {
+        if found.digest != expected.digest || content.count != file.contentCount {
             // The sizes of secret-derived content stay out of the message (it reaches the journal):
             // a length narrows a passphrase search.
             func size(_ count: Int) -> String { file.isSecretDerived ? "" : " (\(count) bytes)" }
             differences.append(
                 "content \(found.digest.label) is \(found.digest.hex ?? "-")\(size(content.count)), expected "
-                    + "\(expected.digest.hex ?? "-")\(size(file.content.count))")
+                    + "\(expected.digest.hex ?? "-")\(size(file.contentCount))")
         }
         if found.mode != expected.mode { differences.append("mode is \(found.modeString), expected \(expected.modeString)") }
         if found.uid != expected.uid { differences.append("uid is \(found.uid), expected \(expected.uid)") }

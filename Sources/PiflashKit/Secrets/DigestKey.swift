@@ -27,9 +27,10 @@ public struct DigestKey: Sendable, Equatable {
         var material: [UInt8] = []
         var used = 0
         for name in Set(names).sorted() {
-            guard let value = secrets.value(name) else { continue }
+            guard var value = secrets.value(name) else { continue }
             Self.appendLengthPrefixed(Array(name.utf8), to: &material)
             Self.appendLengthPrefixed(value, to: &material)
+            SecretPages.wipe(&value)
             used += 1
         }
         guard used > 0 else { return nil }

@@ -58,6 +58,7 @@ public struct FlashPreparation: Sendable {
         let source = try ImageSource(path: path, expectedSHA256: imagePath == nil ? host.image.sha256 : nil)
         let secrets = try HostSecrets.load(for: host, identities: identities)
         let bootstrap = try host.bootstrap(secrets: secrets)
+        if host.secrets != nil, let note = SecretMemory.lockNote { reporter.note(note) }
         var preparation = FlashPreparation(image: source)
         preparation.host = host
         preparation.bootstrap = bootstrap

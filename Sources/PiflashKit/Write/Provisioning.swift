@@ -68,7 +68,7 @@ extension Injection {
             let verified = try InjectionVerifier.verify(files, root: partition, on: target.path, descriptor: target.descriptor)
             let blocks = try InjectedBlocks.readBack(
                 log.ranges, root: partition, descriptor: target.descriptor, path: target.path, key: digestKey)
-            reporter.end("check-files", bytes: UInt64(files.reduce(0) { $0 + $1.content.count }), seconds: monotonicSeconds() - started)
+            reporter.end("check-files", bytes: UInt64(files.reduce(0) { $0 + $1.contentCount }), seconds: monotonicSeconds() - started)
             return InjectionOutcome(files: verified, blocks: blocks, root: partition)
         }
     }

@@ -62,9 +62,11 @@ struct Ext2FilesystemTests {
         try Ext2Filesystem.withFilesystem(path: image, offset: Self.rootOffset, access: .readWrite) { fs in
             let made = try fs.makeDirectory(
                 "srv", in: Ext2Filesystem.rootInode, permissions: 0o750, uid: 1000, gid: 100, time: now)
-            try fs.writeFile(
-                "greeting", in: made, replacing: nil, content: content, permissions: 0o4640, uid: 65_537, gid: 200_000,
-                time: now)
+            try content.withUnsafeBytes { content in
+                try fs.writeFile(
+                    "greeting", in: made, replacing: nil, content: content, permissions: 0o4640, uid: 65_537,
+                    gid: 200_000, time: now)
+            }
         }
         let check = try InjectFixtures.e2fsck(image, offset: Self.rootOffset)
         #expect(check.status == 0, "\(check.stdout)")
