@@ -62,3 +62,8 @@ int piflash_set_dumpable(int value) {
 int piflash_get_dumpable(void) {
     return prctl(PR_GET_DUMPABLE, 0UL, 0UL, 0UL, 0UL);
 }
+
+int piflash_blkdiscard(int fd, uint64_t start, uint64_t length) {
+    uint64_t range[2] = {start, length};
+    return ioctl(fd, BLKDISCARD, range);
+}

@@ -11,7 +11,8 @@ struct Flash: AsyncParsableCommand {
         discussion: """
             Resolves hosts/HOST.toml (see piflash-hosts(5)), runs its image build if it has one, decrypts its \
             secrets here (SOPS or age; never written anywhere but the card) and renders every bootstrap file \
-            before any card is touched. Then writes the image to the card (or --output file), reads it back, \
+            before any card is touched. Then writes the image to the card (or --output file) — the blocks its \
+            filesystems use, or every byte with --full — reads them back, \
             injects the files into the ext4 root partition found from the image's own partition table, reads \
             them (and every block the injection wrote) back from a fresh direct-I/O open, checks the filesystem \
             with e2fsck -fn, and only then writes the card's first MiB (its partition table) and reads it back: \
@@ -58,7 +59,7 @@ struct Flash: AsyncParsableCommand {
             let flashTarget = try selectTarget(
                 target, imageSize: preparation.image.uncompressedSize, name: hostFile.name, json: output.json,
                 reporter: reporter)
-            job = preparation.job(target: flashTarget)
+            job = preparation.job(target: flashTarget, full: target.full)
         } catch let error as PiflashError {
             try failEarly(error, json: output.json, host: host, image: image, device: target.device, output: target.output)
         }

@@ -47,6 +47,9 @@ func runRecorded(
     entry.verifyRate = result.verifyRate
     entry.files = result.files
     entry.injectedBlocks = result.injectedBlocks
+    entry.imageBytes = result.imageBytes
+    entry.mappedBytes = result.mappedBytes
+    entry.writtenRanges = result.writtenRanges
     entry.hostKeyFingerprint = result.hostKeyFingerprint
     entry.ok = result.ok
     entry.error = result.error

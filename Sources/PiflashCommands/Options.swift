@@ -27,6 +27,9 @@ struct TargetOptions: ParsableArguments {
     @Flag(name: .customLong("no-eject"), help: "Leave the card in the reader when done (it is flushed either way).")
     var noEject = false
 
+    @Flag(name: .long, help: "Write and read back every byte of the image, not only the blocks its filesystems use (the default): for a card whose free space must not keep old content.")
+    var full = false
+
     @Option(name: .long, help: ArgumentHelp("Refuse cards larger than this (e.g. 256G, 64GiB).", valueName: "SIZE"))
     var maxSize: String = "256G"
 

@@ -11,12 +11,14 @@ struct Verify: AsyncParsableCommand {
             Reads the card with O_DIRECT (never the page cache). Nothing is written.
 
             With IMAGE: compares the card byte for byte with the uncompressed image (cards written with \
-            `piflash write`).
+            `piflash write`) where the image's filesystems use it — the bytes `write` writes — or every \
+            byte with --full (cards written with --full, dd or another tool).
 
             With --host HOST: checks a card flashed with `piflash flash HOST` against the newest successful \
             flash of HOST in the journal (or --entry ID): every image byte outside the blocks the injection \
             wrote against the image (the journaled image file, or IMAGE when given; its SHA-256 must be the \
-            one recorded), and every injected block against its recorded digest, the partition table \
+            one recorded) — for a card flashed without --full, in the ranges the flash wrote, as the journal \
+            records them — and every injected block against its recorded digest, the partition table \
             included. The digests of a host with secrets are keyed, so its secrets are opened (age \
             identities only for SOPS and age secrets). Exit 4 names the first bad offset and whether it lies \
             in the image or in an injected block: the answer to "is this card dying?".
@@ -38,12 +40,16 @@ struct Verify: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The flash journal (default: /var/lib/piflash/journal.sqlite for root, else $XDG_STATE_HOME/piflash/journal.sqlite).", valueName: "PATH"))
     var journal: String?
 
+    @Flag(name: .long, help: "With IMAGE: compare every byte, not only the blocks the image's filesystems use.")
+    var full = false
+
     @OptionGroup var hosts: HostsFolderOptions
     @OptionGroup var identity: AgeIdentityOptions
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
         if host == nil && image == nil { throw ValidationError("give IMAGE, or --host HOST") }
+        if full && host != nil { throw ValidationError("--full is for IMAGE; with --host the journal says what the flash wrote") }
         if entry != nil && host == nil { throw ValidationError("--entry needs --host") }
     }
 
@@ -79,10 +85,13 @@ struct Verify: AsyncParsableCommand {
         let source = try ImageSource(path: image)
         result.image = source.path
         result.compression = source.compression.rawValue
+        let plan = try WritePlan.make(for: source, full: full, verb: "comparing", reporter: reporter)
         let file = try DeviceFile(path: device, mode: .read, direct: true)
-        let comparison = try ImageComparer().compare(source, with: file, reporter: reporter)
+        let comparison = try ImageComparer().compare(source, with: file, plan: plan, reporter: reporter)
         try file.close()
         result.bytes = comparison.bytes
+        result.imageBytes = comparison.bytes
+        result.mappedBytes = comparison.comparedBytes
         result.verifySeconds = comparison.seconds
         result.imageSHA256 = hexString(comparison.imageSHA256)
         if let offset = comparison.firstDifference {
@@ -94,7 +103,8 @@ struct Verify: AsyncParsableCommand {
             throw PiflashError.usage("the image's SHA-256 is \(result.imageSHA256!), but \(expected.origin) says \(expected.sha256)",
                                      path: source.path)
         }
-        return "\(device) holds \(result.image ?? image) (\(formatBytes(result.bytes)), sha256 \(result.imageSHA256 ?? "?"))"
+        let compared = plan.isSparse ? ", \(formatBytes(comparison.comparedBytes)) of it used by its filesystems compared" : ""
+        return "\(device) holds \(result.image ?? image) (\(formatBytes(result.bytes))\(compared), sha256 \(result.imageSHA256 ?? "?"))"
     }
 
     private func verifyHost(_ name: String, result: inout FlashResult, reporter: Reporter) throws -> String {
@@ -136,10 +146,17 @@ struct Verify: AsyncParsableCommand {
         let source = try ImageSource(path: image ?? record.imagePath)
         result.image = source.path
         result.compression = source.compression.rawValue
+        // A sparse flash is checked where it wrote; an entry without ranges was a full write.
+        let plan = record.writtenRanges.isEmpty
+            ? WritePlan.full(because: "the entry records a full write", imageBytes: record.imageBytes ?? bytes)
+            : WritePlan(ranges: record.writtenRanges.map(\.range), imageBytes: record.imageBytes ?? bytes, fullBecause: nil)
         let file = try DeviceFile(path: device, mode: .read, direct: true)
-        let outcome = try CardMapVerifier().verify(source, blocks: record.injectedBlocks, key: key, target: file, reporter: reporter)
+        let outcome = try CardMapVerifier().verify(
+            source, plan: plan, blocks: record.injectedBlocks, key: key, target: file, reporter: reporter)
         try file.close()
         result.bytes = outcome.bytes
+        result.imageBytes = outcome.bytes
+        result.mappedBytes = plan.plannedBytes
         result.verifySeconds = outcome.seconds
         result.imageSHA256 = hexString(outcome.imageSHA256)
         if result.imageSHA256 != recordedSHA || outcome.bytes != bytes {

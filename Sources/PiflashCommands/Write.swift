@@ -10,7 +10,9 @@ struct Write: AsyncParsableCommand {
         discussion: """
             IMAGE is a raw, zstd, xz or gzip image (told by its magic bytes), or a folder holding exactly one \
             *.img[.zst|.xz|.gz] (a NixOS build result works). The card must pass the safety policy \
-            (see `piflash devices --all`). Its partition tables (the first 64 KiB) are zeroed first and the first MiB is written last, \
+            (see `piflash devices --all`). Only the blocks the image's filesystems use are written and read back \
+            (the image is mapped first: ext2/3/4 block bitmaps, FAT allocation tables; everything else in full), \
+            the rest is discarded where the card can; --full writes and reads back every byte. Its partition tables (the first 64 KiB) are zeroed first and the first MiB is written last, \
             after the read-back passed: a card carries a valid partition table only if every phase passed, so an interrupted \
             card never looks valid. Without --device or --output the card is found as for `piflash flash`: \
             the only candidate, one inserted within --wait seconds, or the one you choose. The expected SHA-256 of the uncompressed image comes from --sha256, else \
@@ -43,7 +45,7 @@ struct Write: AsyncParsableCommand {
         } catch let error as PiflashError {
             try failEarly(error, json: output.json, image: image, device: target.device, output: target.output)
         }
-        let job = FlashPreparation(image: source).job(target: flashTarget)
+        let job = FlashPreparation(image: source).job(target: flashTarget, full: target.full)
         let result = runRecorded(job, command: "write", journalPath: journal, reporter: reporter)
         try finish(result, json: output.json)
     }

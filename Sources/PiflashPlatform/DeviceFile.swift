@@ -180,6 +180,28 @@ public struct DeviceFile: ~Copyable {
         }
     }
 
+    /// Discards byte ranges of a block device (`BLKDISCARD`): the device may erase them (an SD
+    /// card's ERASE), and what they read as afterwards is up to the device (zeros, ones or the old
+    /// content). Each range is shrunk inward to whole logical sectors.
+    ///
+    /// - Returns: false when the device does not support discard (nothing was discarded).
+    /// - Throws: other failures of the ioctl (an I/O error, a removed card).
+    public func discard(_ ranges: [Range<UInt64>]) throws -> Bool {
+        let sector = UInt64(logicalSectorSize())
+        for range in ranges {
+            let start = (range.lowerBound + sector - 1) / sector * sector
+            let end = range.upperBound / sector * sector
+            guard end > start else { continue }
+            if piflash_blkdiscard(descriptor, start, end - start) != 0 {
+                let code = errno
+                if code == EOPNOTSUPP || code == ENOTTY { return false }
+                throw PiflashError.system("ioctl(BLKDISCARD)", errno: code, path: path, offset: start,
+                                          what: "cannot discard \(end - start) bytes at \(start)")
+            }
+        }
+        return true
+    }
+
     /// Ejects the medium of a SCSI disk (a USB card reader) through SG_IO START STOP UNIT.
     /// Loop devices and MMC slots have nothing to eject; callers skip them.
     public func ejectSCSI() throws {
@@ -193,8 +215,9 @@ public struct DeviceFile: ~Copyable {
     }
 }
 
-/// Memory aligned for `O_DIRECT`, released when dropped.
-public final class AlignedBuffer: @unchecked Sendable {
+/// Memory aligned for `O_DIRECT`, released when dropped; used by one thread (the pipelines share
+/// buffers through ``RingPipeline`` instead).
+public final class AlignedBuffer {
     /// The bytes; `count` is the capacity.
     public let bytes: UnsafeMutableRawBufferPointer
     /// How many bytes are in use.

@@ -22,6 +22,9 @@ int piflash_ioctl_u64(int fd, unsigned long request, uint64_t *out);
 int piflash_ioctl_int(int fd, unsigned long request, int *out);
 /// `ioctl(fd, request, 0)` for requests without an argument.
 int piflash_ioctl_none(int fd, unsigned long request);
+/// `ioctl(fd, BLKDISCARD, {start, length})`: tells the device the range's content is no longer
+/// needed. Returns 0, or -1 with errno (EOPNOTSUPP when the device cannot discard).
+int piflash_blkdiscard(int fd, uint64_t start, uint64_t length);
 
 /// `memfd_create(name, MFD_CLOEXEC)`: an anonymous memory file (needs _GNU_SOURCE in C).
 int piflash_memfd(const char *name);

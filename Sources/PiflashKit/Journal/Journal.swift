@@ -49,6 +49,12 @@ public struct JournalEntry: Sendable, Equatable, Codable {
     /// the host has secrets). With ``imageSHA256`` and ``bytes`` it lets `verify --host` check the
     /// whole card later.
     public var injectedBlocks: [InjectedBlock] = []
+    /// The uncompressed image's size.
+    public var imageBytes: UInt64?
+    /// The bytes written: the mapped ranges of a sparse flash, or the whole image.
+    public var mappedBytes: UInt64?
+    /// The ranges a sparse flash wrote, with the image's digests there; empty for a full write.
+    public var writtenRanges: [WrittenRange] = []
     /// `SHA256:…` of the pinned host key.
     public var hostKeyFingerprint: String?
     public var ok: Bool
@@ -99,6 +105,8 @@ public struct JournalEntry: Sendable, Equatable, Codable {
         return finishedAt == nil ? "unfinished" : "failed"
     }
 
+    private static func size(_ value: UInt64?) -> JSONValue { value.map { .uint($0) } ?? .null }
+
     /// The entry as one JSON object, with the field names of the `--json` result.
     public var json: JSONValue {
         func number(_ value: Double?) -> JSONValue { value.map { .double($0) } ?? .null }
@@ -125,6 +133,9 @@ public struct JournalEntry: Sendable, Equatable, Codable {
             ("verify_rate", number(verifyRate)),
             ("files", .array(files.map { .object($0.jsonFields) })),
             ("injected_blocks", .array(injectedBlocks.map(\.json))),
+            ("image_bytes", Self.size(imageBytes)),
+            ("mapped_bytes", Self.size(mappedBytes)),
+            ("written_ranges", .array(writtenRanges.map(\.json))),
             ("host_key_fingerprint", .string(hostKeyFingerprint)),
             ("ok", .bool(ok)),
             ("result", .string(outcome)),
@@ -529,6 +540,7 @@ public final class Journal: Sendable {
                 }
                 try Journal.storeFiles(entry.files, id: id, db: db)
                 try Journal.storeBlocks(entry.injectedBlocks, id: id, db: db)
+                try Journal.storeRanges(entry.writtenRanges, id: id, db: db)
                 return id
             case .finish(let entry, let attempt):
                 let assignments = Journal.columns.map { "\($0) = ?" }.joined(separator: ", ")
@@ -543,6 +555,8 @@ public final class Journal: Sendable {
                 try Journal.storeFiles(entry.files, id: id, db: db)
                 try db.run("DELETE FROM injected_blocks WHERE flash_id = ?", [.integer(id)])
                 try Journal.storeBlocks(entry.injectedBlocks, id: id, db: db)
+                try db.run("DELETE FROM written_ranges WHERE flash_id = ?", [.integer(id)])
+                try Journal.storeRanges(entry.writtenRanges, id: id, db: db)
                 return id
             case .release(let host, let claimant):
                 if let host {
@@ -561,7 +575,7 @@ public final class Journal: Sendable {
         "started_at", "finished_at", "command", "host", "slot", "device_path", "device_model", "device_serial",
         "device_by_path", "device_size", "output_path", "image_path", "image_sha256", "bytes", "write_seconds",
         "verify_seconds", "inject_seconds", "write_rate", "verify_rate", "host_key_fingerprint", "ok", "error",
-        "exit_code",
+        "exit_code", "image_bytes", "mapped_bytes",
     ]
 
     private static func values(_ entry: JournalEntry) -> [SQLiteValue] {
@@ -573,7 +587,17 @@ public final class Journal: Sendable {
             .integer(entry.bytes.map { Int64(clamping: $0) }), .real(entry.writeSeconds), .real(entry.verifySeconds),
             .real(entry.injectSeconds), .real(entry.writeRate), .real(entry.verifyRate), .text(entry.hostKeyFingerprint),
             .integer(entry.ok ? 1 : 0), .text(entry.error), .integer(entry.exitCode.map { Int64($0) }),
+            .integer(entry.imageBytes.map { Int64(clamping: $0) }), .integer(entry.mappedBytes.map { Int64(clamping: $0) }),
         ]
+    }
+
+    private static func storeRanges(_ ranges: [WrittenRange], id: Int64, db: any JournalSQL) throws {
+        for (position, range) in ranges.enumerated() {
+            try db.run(
+                "INSERT INTO written_ranges (flash_id, position, byte_offset, length, sha256) VALUES (?, ?, ?, ?, ?)",
+                [.integer(id), .integer(Int64(position)), .integer(Int64(clamping: range.offset)),
+                 .integer(Int64(clamping: range.length)), .text(range.sha256)])
+        }
     }
 
     private static func storeFiles(_ files: [InjectedFile], id: Int64, db: any JournalSQL) throws {
@@ -630,9 +654,18 @@ public final class Journal: Sendable {
                 offset: UInt64(clamping: block["byte_offset"].int64 ?? 0), length: UInt64(clamping: block["length"].int64 ?? 0),
                 digest: keyed.map(ContentDigest.hmacSHA256) ?? .sha256(block["sha256"].string ?? "")))
         }
+        var written: [Int64: [WrittenRange]] = [:]
+        for range in try db.query(
+            "SELECT flash_id, byte_offset, length, sha256 FROM written_ranges WHERE flash_id IN (\(marks)) "
+                + "ORDER BY flash_id, position", ids.map { .integer($0) })
+        {
+            written[range["flash_id"].int64 ?? 0, default: []].append(WrittenRange(
+                offset: UInt64(clamping: range["byte_offset"].int64 ?? 0),
+                length: UInt64(clamping: range["length"].int64 ?? 0), sha256: range["sha256"].string ?? ""))
+        }
         return rows.map { row in
             let id = row["id"].int64 ?? 0
-            return JournalEntry(
+            var entry = JournalEntry(
                 id: id,
                 startedAt: row["started_at"].string.flatMap(parseISO8601UTC) ?? Date(timeIntervalSince1970: 0),
                 finishedAt: row["finished_at"].string.flatMap(parseISO8601UTC),
@@ -659,6 +692,10 @@ public final class Journal: Sendable {
                 error: row["error"].string,
                 exitCode: row["exit_code"].int64.map { Int32(truncatingIfNeeded: $0) },
                 injectedBlocks: blocks[id] ?? [])
+            entry.imageBytes = row["image_bytes"].int64.map { UInt64(clamping: $0) }
+            entry.mappedBytes = row["mapped_bytes"].int64.map { UInt64(clamping: $0) }
+            entry.writtenRanges = written[id] ?? []
+            return entry
         }
     }
 }

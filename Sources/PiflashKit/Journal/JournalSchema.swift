@@ -168,6 +168,24 @@ enum JournalSchema {
                 """,
             ]
         },
+        // Sparse flashes: how many bytes the image has and how many were written, and the ranges
+        // written with the SHA-256 of the image there (none for a full write: every byte was).
+        JournalMigration(version: 5) { d in
+            [
+                "ALTER TABLE flashes ADD COLUMN image_bytes \(d.integer)",
+                "ALTER TABLE flashes ADD COLUMN mapped_bytes \(d.integer)",
+                """
+                CREATE TABLE IF NOT EXISTS written_ranges (
+                    flash_id \(d.integer) NOT NULL REFERENCES flashes(id) ON DELETE CASCADE,
+                    position \(d.integer) NOT NULL,
+                    byte_offset \(d.integer) NOT NULL,
+                    length \(d.integer) NOT NULL,
+                    sha256 TEXT NOT NULL,
+                    PRIMARY KEY (flash_id, position)
+                )
+                """,
+            ]
+        },
     ]
 
     /// The newest version: the last step's.

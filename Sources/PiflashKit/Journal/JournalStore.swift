@@ -36,7 +36,7 @@ protocol JournalStore: Sendable {
 
 /// An SQLite journal file in WAL mode.
 final class SQLiteJournalStore: JournalStore {
-    private let database: Locked<SQLiteDatabase>
+    private let database: ConnectionLock<SQLiteDatabase>
     private let path: String
     var dialect: JournalDialect { .sqlite }
     var isReachable: Bool { true }
@@ -56,7 +56,7 @@ final class SQLiteJournalStore: JournalStore {
                     hint: "choose another file with --journal PATH")
             }
         }
-        database = Locked(try SQLiteDatabase(path: path))
+        database = ConnectionLock(try SQLiteDatabase(path: path))
     }
 
     func transaction<T: Sendable>(write: Bool, _ body: (any JournalSQL) throws -> T) throws -> T {
@@ -85,7 +85,7 @@ final class SQLiteJournalStore: JournalStore {
 
 /// A PostgreSQL journal: one connection, reconnected on the next call after it was lost.
 final class PostgreSQLJournalStore: JournalStore {
-    private let connection: Locked<PostgreSQLConnection>
+    private let connection: ConnectionLock<PostgreSQLConnection>
     private let reachable = Atomic<Bool>(true)
     private let location: String
     var dialect: JournalDialect { .postgresql }
@@ -94,7 +94,7 @@ final class PostgreSQLJournalStore: JournalStore {
 
     init(_ connection: PostgreSQLConnection) {
         location = connection.location.description
-        self.connection = Locked(connection)
+        self.connection = ConnectionLock(connection)
     }
 
     func transaction<T: Sendable>(write: Bool, _ body: (any JournalSQL) throws -> T) throws -> T {

@@ -33,7 +33,7 @@ struct JobPreparation: Sendable {
         try Interrupts.check("preparing \(hostName) for \(disk.devnode)")
         let target = FlashTarget(kind: .device, path: disk.devnode, model: disk.model, serial: disk.serial,
                                  byPath: disk.byPath, bus: disk.bus.rawValue, size: disk.size, eject: config.eject)
-        return preparation.job(target: target)
+        return preparation.job(target: target, full: config.full)
     }
 
     /// The station's age identities (its file's `age_identity`, then the usual sources); asked for

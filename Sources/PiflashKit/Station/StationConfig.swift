@@ -69,6 +69,9 @@ public struct StationConfig: Sendable, Equatable {
     public var ageIdentity: String?
     /// Eject a card after it was verified (`eject`, default true).
     public var eject: Bool
+    /// Write and verify every byte of the image, not only what its filesystems use (`full`,
+    /// default false): for cards whose free space must not keep old content.
+    public var full = false
     /// Run the host files' `[image] build` commands before flashing (`build`, default false: the
     /// station flashes the images as they are).
     public var build: Bool
@@ -97,7 +100,7 @@ public struct StationConfig: Sendable, Equatable {
         self.web = web
     }
 
-    static let topKeys = ["hosts", "journal", "queue", "state_file", "reflash", "max_size", "age_identity", "eject",
+    static let topKeys = ["hosts", "journal", "queue", "state_file", "reflash", "max_size", "age_identity", "eject", "full",
                           "build", "name", "heartbeat_timeout", "slot", "web"]
     static let slotKeys = ["name", "match", "host", "reflash"]
     static let webKeys = ["listen", "token_file"]
@@ -202,6 +205,7 @@ public struct StationConfig: Sendable, Equatable {
         }
         if let value = document["reflash"] { config.reflash = try bool(value, "reflash") }
         if let value = document["eject"] { config.eject = try bool(value, "eject") }
+        if let value = document["full"] { config.full = try bool(value, "full") }
         if let value = document["build"] { config.build = try bool(value, "build") }
         if let value = document["max_size"] {
             if let number = value.int, number > 0 {

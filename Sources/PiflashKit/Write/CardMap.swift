@@ -33,3 +33,28 @@ public struct InjectedBlock: Sendable, Equatable, Codable {
         .object([("offset", .uint(offset)), ("length", .uint(length))] + digest.jsonFields)
     }
 }
+
+/// A range of the image a sparse flash wrote (``WritePlan``), with the SHA-256 of the image's bytes
+/// there: the card map's written part. A full write records none (every byte was written).
+public struct WrittenRange: Sendable, Equatable, Codable {
+    /// Byte offset on the card (and in the image).
+    public var offset: UInt64
+    /// Length in bytes.
+    public var length: UInt64
+    /// SHA-256 of the image's bytes in the range, lower-case hex (image content: never secret).
+    public var sha256: String
+
+    public init(offset: UInt64, length: UInt64, sha256: String) {
+        self.offset = offset
+        self.length = length
+        self.sha256 = sha256
+    }
+
+    /// The bytes it covers.
+    public var range: Range<UInt64> { offset..<(offset + length) }
+
+    /// `{"offset":…,"length":…,"sha256":"…"}`.
+    public var json: JSONValue {
+        .object([("offset", .uint(offset)), ("length", .uint(length)), ("sha256", .string(sha256))])
+    }
+}

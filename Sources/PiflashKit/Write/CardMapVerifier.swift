@@ -48,7 +48,8 @@ public struct CardMapVerifier: Sendable {
     /// - Throws: exit 2 when keyed blocks need a key that is not given, read errors (exit 1), a
     ///   corrupt image (exit 2), a card shorter than the image (exit 4).
     public func verify(
-        _ image: ImageSource, blocks: [InjectedBlock], key: DigestKey?, target: borrowing DeviceFile, reporter: Reporter
+        _ image: ImageSource, plan: WritePlan = .full(because: "default"), blocks: [InjectedBlock], key: DigestKey?,
+        target: borrowing DeviceFile, reporter: Reporter
     ) throws -> Outcome {
         if blocks.contains(where: \.keyed) && key == nil {
             throw PiflashError.usage("the record's injected blocks have keyed digests, but no digest key was derived from the host's secrets")
@@ -56,14 +57,18 @@ public struct CardMapVerifier: Sendable {
         var mismatch: CardMapMismatch?
         var blockIndex = 0
         var pending: [UInt8] = []
+        // A sparse card is checked where it was written, and where the injection wrote (it
+        // allocates from the free space the write skipped).
+        var checked = plan
+        if let ranges = plan.ranges {
+            checked = WritePlan(
+                ranges: ByteRanges(ranges + blocks.map { $0.offset..<$0.end }).ranges, imageBytes: plan.imageBytes,
+                fullBecause: nil)
+        }
         let streamed = try ImageAndCardStream(depth: depth, chunkSize: chunkSize)
-            .run(image, target: target, reporter: reporter) { offset, imageBytes, card in
-                if card.count < imageBytes.count {
-                    mismatch = CardMapMismatch(offset: offset + UInt64(card.count), inInjectedBlock: false)
-                    return false
-                }
-                mismatch = compare(device: card, image: imageBytes, at: offset, blocks: blocks, blockIndex: &blockIndex,
-                                   pending: &pending, key: key)
+            .run(image, target: target, plan: checked, reporter: reporter) { range, imageBytes, card in
+                mismatch = compare(device: card, image: imageBytes, at: range.lowerBound, blocks: blocks,
+                                   blockIndex: &blockIndex, pending: &pending, key: key)
                 return mismatch == nil
             }
         if mismatch == nil, blockIndex < blocks.count {

@@ -1,30 +1,44 @@
 import Glibc
 import PiflashPlatform
 
-/// What a write produced: the digest of the uncompressed image, its length, and a CRC-32 per
-/// chunk so a read-back mismatch can be localised.
+/// What a write produced: the digest of the uncompressed image, its length, the plan it followed
+/// and the digests of what it wrote, so the read-back can compare and localise a mismatch.
 public struct WriteOutcome: Sendable {
     /// SHA-256 of the uncompressed image.
     public var sha256: [UInt8]
-    /// Uncompressed bytes written.
+    /// Uncompressed image bytes streamed.
     public var bytes: UInt64
-    /// CRC-32 of each `chunkSize` chunk, in order.
-    public var chunkCRCs: [UInt32]
-    /// The chunk size the CRCs were taken over.
+    /// What was written: the whole image, or its mapped ranges and the head.
+    public var plan: WritePlan
+    /// Bytes written (the plan's ranges; every byte for a full plan).
+    public var writtenBytes: UInt64
+    /// The chunk size the digests were taken over.
     public var chunkSize: Int
+    /// Per-chunk CRC-32 and per-range SHA-256 of what was written.
+    var digests: PlanDigests
     /// Seconds from the first byte written to the final `fsync`.
     public var seconds: Double
     /// The image's first MiB (or all of it, when shorter), held back: nothing of it but zeros
     /// (the partition tables) is on the target yet. ``DirectWriter/commitHead(_:to:)`` writes it,
     /// last of all.
     public var head: [UInt8] = []
+
+    /// The ranges written with the SHA-256 of the image's bytes there (sparse plans; none for a
+    /// full one, where the image's digest covers every byte).
+    public var writtenRanges: [WrittenRange] {
+        guard let ranges = plan.ranges else { return [] }
+        return zip(ranges, digests.rangeSHA256).map { range, sha in
+            WrittenRange(offset: range.lowerBound, length: UInt64(range.count), sha256: hexString(sha))
+        }
+    }
 }
 
-/// Streams an image onto a device or file through a bounded ring of aligned buffers:
-/// decompression, SHA-256, the per-chunk CRC-32 and `pwrite` each on their own thread, never more
-/// than `depth` chunks in memory. The partition tables (first 64 KiB) are zeroed before anything
-/// else, and the first MiB is held back in memory: the flash job writes it with
-/// ``commitHead(_:to:)`` only after every other phase passed, so an interrupted card never looks valid.
+/// Streams an image onto a device or file through the ring (``RingPipeline``): decompression,
+/// SHA-256, the plan's digests and `pwrite` each a stage on its own thread, never more than `depth`
+/// chunks in memory. The partition tables (first 64 KiB) are zeroed before anything else, and the
+/// first MiB is held back in memory: the flash job writes it with ``commitHead(_:to:)`` only after
+/// every other phase passed, so an interrupted card never looks valid. A sparse ``WritePlan``
+/// writes only the image's mapped ranges (and discards the rest where the card can).
 public struct DirectWriter: Sendable {
     /// The unit of I/O and of the per-chunk CRCs.
     public var chunkSize: Int
@@ -41,25 +55,21 @@ public struct DirectWriter: Sendable {
         self.depth = depth
     }
 
-    private struct Chunk {
-        var buffer: AlignedBuffer
-        var offset: UInt64
-        /// The image bytes in the buffer (`buffer.used` may be more: the last chunk is padded to a sector).
-        var length: Int
-    }
-
-    /// Writes the image.
+    /// Writes the image by `plan`.
     ///
     /// - Parameters:
     ///   - reader: the uncompressed image bytes.
     ///   - target: the open device or file (`O_DIRECT` where possible).
-    ///   - total: the uncompressed size if known, for progress.
-    ///   - reporter: receives `write` progress.
-    /// - Returns: the digest, length and per-chunk CRCs.
-    /// - Throws: the first error of either thread: a corrupt image (exit 2), an I/O error naming
-    ///   the byte offset (exit 1), an interrupt (exit 1).
+    ///   - plan: every byte, or the mapped ranges (whose map says how long the image is).
+    ///   - discard: whether to discard what a sparse plan skips (`BLKDISCARD`, where the card can).
+    ///   - total: the uncompressed size if known, for progress of a full write.
+    ///   - reporter: receives `write` progress, in bytes of the plan.
+    /// - Returns: the digest, length and the plan's digests.
+    /// - Throws: the first error of any stage: a corrupt image, or one whose length is not what its
+    ///   map was made from (exit 2), an I/O error naming the byte offset (exit 1), an interrupt (exit 1).
     public func write(
-        from reader: ImageReader, to target: borrowing DeviceFile, total: UInt64?, reporter: Reporter
+        from reader: sending ImageReader, to target: borrowing DeviceFile, plan: WritePlan = .full(because: "default"),
+        discard: Bool = true, total: UInt64?, reporter: Reporter
     ) throws -> WriteOutcome {
         let fd = target.descriptor
         let path = target.path
@@ -74,132 +84,131 @@ public struct DirectWriter: Sendable {
         head.used = Self.tableSize
         try DirectWriter.writeHead(head, fd: fd, path: path, isFile: isFile)
 
-        // Four stages joined by bounded channels (decompress, SHA-256, CRC-32, `pwrite`), so the work
-        // overlaps and spreads over the cores; the buffers go round the ring, never more than `depth`.
-        let free = Channel<AlignedBuffer>(capacity: depth)
-        let decoded = Channel<Chunk>(capacity: depth)
-        let hashed = Channel<Chunk>(capacity: depth)
-        let filled = Channel<Chunk>(capacity: depth)
-        for _ in 0..<depth { free.send(AlignedBuffer(count: chunkSize)) }
-
-        let failure = Locked<PiflashError?>(nil)
-        func fail(_ error: Error) {
-            failure.withLock { existing in
-                if existing == nil {
-                    existing = error as? PiflashError ?? PiflashError.failure("\(error)")
-                }
+        if discard, !isFile, plan.isSparse {
+            // What is not written is discarded where the card can: its old content is no longer
+            // needed, and a card that erases it keeps no stale data there.
+            let skipped = plan.skippedRanges
+            if !skipped.isEmpty, try !target.discard(skipped) {
+                reporter.note("\(path) does not support discard: the \(formatBytes(skipped.reduce(0) { $0 + UInt64($1.count) })) "
+                    + "of free filesystem space not written keep the card's old content (--full overwrites them)")
             }
-            free.close()
-            decoded.close()
-            hashed.close()
-            filled.close()
         }
 
-        // Producer: decompress into the ring's buffers.
+        let ring = RingPipeline(bufferSize: chunkSize, depth: depth)
         let chunkSize = self.chunkSize
-        let producer = WorkerThread {
+        let expectedBytes = plan.imageBytes
+        let streamed = Locked<(sha: [UInt8], bytes: UInt64)>(([], 0))
+        let planDigests = Locked(PlanDigests())
+
+        // Decompress into the ring's buffers, each chunk tagged with its planned parts.
+        ring.stage { port in
             var offset: UInt64 = 0
-            do {
-                while let buffer = free.receive() {
-                    let n = try reader.read(into: buffer.bytes)
-                    if n == 0 {
-                        free.send(buffer)
-                        break
-                    }
-                    // O_DIRECT writes whole sectors: pad the last chunk with zeros.
-                    let padded = (n + sector - 1) / sector * sector
-                    if padded > n {
-                        (buffer.bytes.baseAddress! + n).initializeMemory(as: UInt8.self, repeating: 0, count: padded - n)
-                    }
-                    buffer.used = padded
-                    let chunk = Chunk(buffer: buffer, offset: offset, length: n)
-                    offset += UInt64(n)
-                    guard decoded.send(chunk) else { return }
-                    // A short chunk means the image ended inside it.
-                    if n < chunkSize { break }
+            var cursor = plan.cursor()
+            while var chunk = port.next() {
+                let buffer = port.ring.buffer(chunk)
+                let n = try reader.read(into: buffer)
+                if n == 0 {
+                    port.giveBack(chunk)
+                    break
                 }
-                decoded.close()
-            } catch {
-                fail(error)
+                // O_DIRECT writes whole sectors: pad the last chunk with zeros.
+                let padded = (n + sector - 1) / sector * sector
+                if padded > n {
+                    (buffer.baseAddress! + n).initializeMemory(as: UInt8.self, repeating: 0, count: padded - n)
+                }
+                chunk.index = Int(offset / UInt64(chunkSize))
+                chunk.offset = offset
+                chunk.length = n
+                chunk.used = padded
+                chunk.ranges = cursor.parts(of: chunk.span)
+                offset += UInt64(n)
+                if let expectedBytes, offset > expectedBytes { break }
+                guard port.pass(chunk) else { return }
+                // A short chunk means the image ended inside it.
+                if n < chunkSize { break }
+            }
+            if let expectedBytes, offset != expectedBytes {
+                throw PiflashError.usage(
+                    "the image streamed \(offset > expectedBytes ? "more than" : "only") \(offset > expectedBytes ? expectedBytes : offset) "
+                        + "bytes, but its map was made for \(expectedBytes) bytes", path: reader.path,
+                    hint: "the image changed while it was being written, or its compressed stream is damaged; try --full")
             }
         }
-
-        // Hasher: SHA-256 of the image, in order.
-        let digest = Locked<(sha: [UInt8], bytes: UInt64)>(([], 0))
-        let hashing = WorkerThread {
+        // SHA-256 of the whole image, in order.
+        ring.stage { port in
             var hasher = StreamHasher()
             var bytes: UInt64 = 0
-            while let chunk = decoded.receive() {
-                hasher.update(UnsafeRawBufferPointer(rebasing: chunk.buffer.bytes[0..<chunk.length]))
+            while let chunk = port.next() {
+                hasher.update(port.ring.bytes(chunk))
                 bytes += UInt64(chunk.length)
-                guard hashed.send(chunk) else { return }
+                guard port.pass(chunk) else { return }
             }
-            digest.withLock { $0 = (hasher.finalize(), bytes) }
-            hashed.close()
+            let sha = hasher.finalize()
+            streamed.withLock { $0 = (sha, bytes) }
+        }
+        // The plan's digests: a CRC-32 per chunk and a SHA-256 per planned range.
+        ring.stage { port in
+            var digester = PlanDigester(plan: plan, hashFullPlan: false)
+            while let chunk = port.next() {
+                digester.add(index: chunk.index, parts: chunk.parts.map { ($0, port.ring.bytes(chunk, in: $0)) })
+                guard port.pass(chunk) else { return }
+            }
+            let digests = digester.finalize()
+            planDigests.withLock { $0 = digests }
         }
 
-        // Checksummer: the CRC-32 of each chunk, for the read-back to name the first bad chunk.
-        let checksums = Locked<[UInt32]>([])
-        let checksumming = WorkerThread {
-            var crcs: [UInt32] = []
-            while let chunk = hashed.receive() {
-                crcs.append(crc32(0, UnsafeRawBufferPointer(rebasing: chunk.buffer.bytes[0..<chunk.length])))
-                guard filled.send(chunk) else { return }
-            }
-            checksums.withLock { $0 = crcs }
-            filled.close()
-        }
-
-        // Writer: this thread.
+        // Write, on this thread.
         let started = monotonicSeconds()
-        reporter.begin("write", total: total)
+        let planned = plan.plannedBytes ?? total
+        reporter.begin("write", total: planned)
         var written: UInt64 = 0
         do {
-            while let chunk = filled.receive() {
-                try Interrupts.check("writing at byte \(chunk.offset) of \(path)")
-                var data = chunk.buffer.filled
-                var offset = chunk.offset
-                if offset == 0 {
-                    // Keep the head back: it is written last.
-                    let headBytes = min(data.count, Self.headSize)
-                    head.bytes.copyMemory(from: UnsafeRawBufferPointer(rebasing: data[0..<headBytes]))
-                    head.used = headBytes
-                    data = UnsafeRawBufferPointer(rebasing: data[headBytes...])
-                    offset = UInt64(headBytes)
+            try ring.finish { port in
+                while let chunk = port.next() {
+                    try Interrupts.check("writing at byte \(chunk.offset) of \(path)")
+                    let buffer = port.ring.buffer(chunk)
+                    if chunk.offset == 0 {
+                        // Keep the head back: it is written last.
+                        let headBytes = min(chunk.length, Self.headSize)
+                        head.bytes.copyMemory(from: UnsafeRawBufferPointer(rebasing: buffer[0..<headBytes]))
+                        head.used = headBytes
+                    }
+                    let end = chunk.offset + UInt64(chunk.used)
+                    for part in chunk.parts {
+                        let from = max(part.lowerBound, UInt64(Self.headSize))
+                        // The image's last part runs on to the sector padding.
+                        let to = part.upperBound == chunk.offset + UInt64(chunk.length) ? end : part.upperBound
+                        guard from < to else { continue }
+                        let bytes = UnsafeRawBufferPointer(
+                            rebasing: buffer[Int(from - chunk.offset)..<Int(to - chunk.offset)])
+                        try DeviceFile.write(fd, bytes, at: from, path: path)
+                    }
+                    written += chunk.parts.reduce(0) { $0 + UInt64($1.count) }
+                    reporter.progress("write", done: min(written, planned ?? written), total: planned)
+                    port.pass(chunk)
                 }
-                if !data.isEmpty {
-                    try DeviceFile.write(fd, data, at: offset, path: path)
-                }
-                written = chunk.offset + UInt64(chunk.buffer.used)
-                reporter.progress("write", done: min(written, total ?? written), total: total)
-                free.send(chunk.buffer)
             }
         } catch var error as PiflashError {
             error = DirectWriter.explain(error, fd: fd, isFile: isFile)
-            fail(error)
-        } catch {
-            fail(error)
+            throw error
         }
-        producer.join()
-        hashing.join()
-        checksumming.join()
-        if let error = failure.withLock({ $0 }) { throw error }
 
-        let hash = digest.withLock { $0 }
-        let result = (sha: hash.sha, bytes: hash.bytes, crcs: checksums.withLock { $0 })
+        let hash = streamed.withLock { $0 }
         try Interrupts.check("flushing \(path)")
         // Everything but the head is written: make it durable. The head stays in memory.
         try retryingEINTR("fsync", path: path) { fsync(fd) }
         if isFile {
-            // The last chunk was padded to whole sectors; a file ends where the image ends.
-            try retryingEINTR("ftruncate", path: path) { ftruncate(fd, off_t(result.bytes)) }
+            // The last chunk was padded to whole sectors, and a sparse write leaves holes: a file
+            // ends where the image ends.
+            try retryingEINTR("ftruncate", path: path) { ftruncate(fd, off_t(hash.bytes)) }
             try retryingEINTR("fsync", path: path) { fsync(fd) }
         }
         let seconds = monotonicSeconds() - started
-        reporter.end("write", bytes: result.bytes, seconds: seconds)
-        let headBytes = Array(UnsafeRawBufferPointer(rebasing: head.bytes[0..<min(head.used, Int(result.bytes))]))
-        return WriteOutcome(sha256: result.sha, bytes: result.bytes, chunkCRCs: result.crcs, chunkSize: chunkSize,
-                            seconds: seconds, head: headBytes)
+        reporter.end("write", bytes: written, seconds: seconds)
+        let headBytes = Array(UnsafeRawBufferPointer(rebasing: head.bytes[0..<min(head.used, Int(hash.bytes))]))
+        return WriteOutcome(
+            sha256: hash.sha, bytes: hash.bytes, plan: plan, writtenBytes: written, chunkSize: chunkSize,
+            digests: planDigests.withLock { $0 }, seconds: seconds, head: headBytes)
     }
 
     /// Writes the held-back head at offset 0, flushes, drops the caches and reads it back with

@@ -34,8 +34,9 @@ public struct FlashTarget: Sendable {
 /// One flash, SPEC steps 3–7, in the order that makes the invariant true: **a target carries a
 /// valid partition table only if every phase passed.**
 ///
-/// Open the target exclusively with `O_DIRECT` and zero its partition tables; check its capacity;
-/// stream the image except its head (first MiB, held in memory), `fsync`; read that body back with
+/// Map the image (``ImageMapper``: the bytes its filesystems use; every byte with ``full``); open
+/// the target exclusively with `O_DIRECT` and zero its partition tables; check its capacity;
+/// stream the image's mapped ranges except its head (first MiB, held in memory), `fsync`; read that body back with
 /// `O_DIRECT`; find the root partition from the held head and inject the host's files; drop caches,
 /// reopen fresh, read every injected file and block back, `e2fsck -fn`; only then write the head,
 /// `fsync`, and read it back; eject. A failure, signal, pulled card or power cut at any earlier
@@ -47,6 +48,11 @@ public struct FlashJob: Sendable {
     public var injection: Injection?
     public var hostKeyFingerprint: String?
     public var knownHostsLine: String?
+    /// Write and verify every byte of the image (`--full`) instead of its mapped ranges.
+    public var full = false
+    /// Discard (`BLKDISCARD`) what a sparse write skips, where the card can. Off only in tests that
+    /// must see a card keep its old bytes there (a loop device's discard makes them read as zeros).
+    public var discard = true
     public var writer = DirectWriter()
     public var verifier = ReadBackVerifier()
 
@@ -85,6 +91,7 @@ public struct FlashJob: Sendable {
 
     private func execute(into result: inout FlashResult, reporter: Reporter) throws {
         try image.checkStoredFileDigest(reporter: reporter)
+        let plan = try WritePlan.make(for: image, full: full, reporter: reporter)
         let reader = try image.open()
         let file: DeviceFile
         switch target.kind {
@@ -118,8 +125,12 @@ public struct FlashJob: Sendable {
             try Interrupts.check("opening \(target.path)")
             wroteAnything = true
             // The body: everything but the head, which stays in memory.
-            let written = try writer.write(from: reader, to: file, total: image.uncompressedSize, reporter: reporter)
+            let written = try writer.write(
+                from: reader, to: file, plan: plan, discard: discard, total: image.uncompressedSize, reporter: reporter)
             result.bytes = written.bytes
+            result.imageBytes = written.bytes
+            result.mappedBytes = written.writtenBytes
+            result.writtenRanges = written.writtenRanges
             result.writeSeconds = written.seconds
             result.imageSHA256 = hexString(written.sha256)
             if let expected = image.expected, !expected.ofCompressedFile, expected.sha256 != result.imageSHA256 {

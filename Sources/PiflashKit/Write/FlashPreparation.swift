@@ -65,14 +65,17 @@ public struct FlashPreparation: Sendable {
         return preparation
     }
 
-    /// The job that flashes this preparation onto `target`.
-    public func job(target: FlashTarget) -> FlashJob {
+    /// The job that flashes this preparation onto `target`: the image's mapped ranges, or every
+    /// byte with `full` (`--full`).
+    public func job(target: FlashTarget, full: Bool = false) -> FlashJob {
         var injection: Injection?
         if let host, !bootstrap.files.isEmpty {
             injection = .bootstrap(bootstrap.files, root: host.root, digestKey: bootstrap.digestKey)
         }
-        return FlashJob(
+        var job = FlashJob(
             image: image, target: target, host: host?.name, injection: injection,
             hostKeyFingerprint: bootstrap.hostKey?.fingerprint, knownHostsLine: bootstrap.knownHostsLine)
+        job.full = full
+        return job
     }
 }

@@ -13,6 +13,13 @@ public struct FlashResult: Sendable {
     /// SHA-256 of the uncompressed image, hex.
     public var imageSHA256: String?
     public var bytes: UInt64 = 0
+    /// The uncompressed image's size (as ``bytes``).
+    public var imageBytes: UInt64?
+    /// The bytes written and read back: the image's mapped ranges and its head, or every byte
+    /// (`--full`).
+    public var mappedBytes: UInt64?
+    /// The ranges a sparse flash wrote, with the image's SHA-256 there (journaled; not in `--json`).
+    public var writtenRanges: [WrittenRange] = []
     public var writeSeconds: Double = 0
     public var verifySeconds: Double = 0
     public var injectSeconds: Double = 0
@@ -40,10 +47,10 @@ public struct FlashResult: Sendable {
         exitCode = error.status.rawValue
     }
 
-    /// Write rate in bytes per second.
-    public var writeRate: Double { writeSeconds > 0 ? Double(bytes) / writeSeconds : 0 }
-    /// Read-back rate in bytes per second.
-    public var verifyRate: Double { verifySeconds > 0 ? Double(bytes) / verifySeconds : 0 }
+    /// Write rate in bytes per second: bytes written (``mappedBytes``) per second.
+    public var writeRate: Double { writeSeconds > 0 ? Double(mappedBytes ?? bytes) / writeSeconds : 0 }
+    /// Read-back rate in bytes per second: bytes read back per second.
+    public var verifyRate: Double { verifySeconds > 0 ? Double(mappedBytes ?? bytes) / verifySeconds : 0 }
 
     /// The `result` object.
     public var json: JSONValue {
@@ -55,7 +62,8 @@ public struct FlashResult: Sendable {
         }
         fields += [
             ("image", .string(image)), ("compression", .string(compression)), ("image_sha256", .string(imageSHA256)),
-            ("bytes", .uint(bytes)), ("write_seconds", .double(writeSeconds)), ("verify_seconds", .double(verifySeconds)),
+            ("bytes", .uint(bytes)), ("image_bytes", imageBytes.map { .uint($0) } ?? .null),
+            ("mapped_bytes", mappedBytes.map { .uint($0) } ?? .null), ("write_seconds", .double(writeSeconds)), ("verify_seconds", .double(verifySeconds)),
             ("inject_seconds", .double(injectSeconds)),
             ("write_rate", .double(writeRate)), ("verify_rate", .double(verifyRate)),
             ("files", .array(files.map { .object($0.jsonFields) })),
@@ -86,6 +94,7 @@ public struct FlashResult: Sendable {
         }
         if bytes > 0 {
             var line = "  \(formatBytes(bytes))"
+            if let mappedBytes, mappedBytes < bytes { line += " (\(formatBytes(mappedBytes)) written: what its filesystems use)" }
             if writeSeconds > 0 { line += ", write \(formatDuration(writeSeconds)) (\(formatBytes(UInt64(writeRate)))/s)" }
             if verifySeconds > 0 { line += ", verify \(formatDuration(verifySeconds)) (\(formatBytes(UInt64(verifyRate)))/s)" }
             lines.append(line)

@@ -1,5 +1,6 @@
 import Glibc
 import PiflashPlatform
+import Synchronization
 
 /// What a read-back found: the digest of what the medium holds, and how long it took.
 public struct VerifyOutcome: Sendable {
@@ -9,8 +10,10 @@ public struct VerifyOutcome: Sendable {
 }
 
 /// Reads a target back with `O_DIRECT` (never the page cache) after the write was flushed and
-/// the caches dropped, and proves it holds the image: SHA-256 over the image's length, and per-chunk
-/// CRCs to name the first bad byte. Reading and hashing run on two threads.
+/// the caches dropped, and proves it holds what the write put there: the bytes of its plan (every
+/// byte, or the mapped ranges), digested the same way as they were written — a CRC-32 per chunk to
+/// name the first bad chunk at once, and SHA-256 over everything (a full plan) or per range (a
+/// sparse one). Reading and digesting are stages of the same ring as the writer's.
 public struct ReadBackVerifier: Sendable {
     public var depth: Int
 
@@ -24,7 +27,7 @@ public struct ReadBackVerifier: Sendable {
     ///
     /// - Parameters:
     ///   - target: the device or file, open for reading (ideally `O_DIRECT`).
-    ///   - written: the outcome of the write: length, digest and per-chunk CRCs.
+    ///   - written: the outcome of the write: length, plan and digests.
     ///   - image: the source, re-read only to pinpoint the first differing byte after a mismatch.
     /// - Throws: exit 4 naming the first bad offset when the medium differs; exit 1 for read errors.
     public func verify(
@@ -32,48 +35,96 @@ public struct ReadBackVerifier: Sendable {
     ) throws -> VerifyOutcome {
         try target.dropCaches()
         let path = target.path
+        let fd = target.descriptor
+        let sector = target.logicalSectorSize()
+        let chunkSize = written.chunkSize
+        let length = written.bytes
+        let plan = written.plan
+        let head = written.head
         let started = monotonicSeconds()
-        reporter.begin("verify", total: written.bytes)
-        var hasher = StreamHasher()
-        var done: UInt64 = 0
-        var mismatch: (index: Int, data: [UInt8])?
-        try ChunkReader(depth: depth, chunkSize: written.chunkSize, sector: target.logicalSectorSize())
-            .read(target.descriptor, path: path, length: written.bytes) { index, data in
-                // The head is not on the target yet: the image's own head, held in memory, stands in for it.
-                let held = index == 0 ? min(written.head.count, data.count) : 0
-                var crc: UInt32 = 0
-                if held > 0 {
-                    written.head.withUnsafeBytes { head in
-                        let part = UnsafeRawBufferPointer(rebasing: head[0..<held])
-                        hasher.update(part)
-                        crc = crc32(0, part)
+        let total = written.writtenBytes
+        reporter.begin("verify", total: total)
+
+        let ring = RingPipeline(bufferSize: chunkSize, depth: depth)
+        // Read the planned parts of each chunk; the held head stands in for the first MiB.
+        ring.stage { port in
+            var cursor = plan.cursor()
+            var offset: UInt64 = 0
+            while offset < length {
+                let span = offset..<min(length, offset + UInt64(chunkSize))
+                let parts = cursor.parts(of: span)
+                defer { offset = span.upperBound }
+                if let parts, parts.isEmpty { continue }
+                guard var chunk = port.next() else { return }
+                let buffer = port.ring.buffer(chunk)
+                for part in parts ?? [span] {
+                    var from = part.lowerBound
+                    if from < UInt64(head.count) {
+                        let upTo = min(part.upperBound, UInt64(head.count))
+                        head.withUnsafeBytes { held in
+                            (buffer.baseAddress! + Int(from - span.lowerBound)).copyMemory(
+                                from: held.baseAddress! + Int(from), byteCount: Int(upTo - from))
+                        }
+                        from = upTo
+                    }
+                    guard from < part.upperBound else { continue }
+                    let want = Int(part.upperBound - from)
+                    let padded = (want + sector - 1) / sector * sector
+                    let at = Int(from - span.lowerBound)
+                    let room = min(padded, buffer.count - at)
+                    let got = try DeviceFile.read(
+                        fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer[at..<(at + room)]), at: from, path: path)
+                    if got < want {
+                        throw PiflashError.failure(
+                            "the target ended at byte \(from + UInt64(got)) while reading back \(length) bytes (was the card removed?)",
+                            path: path, offset: from + UInt64(got))
                     }
                 }
-                let rest = UnsafeRawBufferPointer(rebasing: data[held...])
-                hasher.update(rest)
-                crc = crc32(crc, rest)
-                if crc != written.chunkCRCs[index] {
-                    mismatch = (index, Array(written.head.prefix(held)) + Array(rest))
-                    return false
-                }
-                done += UInt64(data.count)
-                reporter.progress("verify", done: done, total: written.bytes)
-                return true
+                chunk.index = Int(span.lowerBound / UInt64(chunkSize))
+                chunk.offset = span.lowerBound
+                chunk.length = span.count
+                chunk.used = span.count
+                chunk.ranges = parts
+                guard port.pass(chunk) else { return }
             }
+        }
+
+        // Digest, on this thread, chunk by chunk against the write's.
+        var digester = PlanDigester(plan: plan, hashFullPlan: true)
+        var done: UInt64 = 0
+        var mismatch: RingChunkMismatch?
+        try ring.finish { port in
+            while let chunk = port.next() {
+                try Interrupts.check("reading back \(path) at byte \(chunk.offset)")
+                let parts = chunk.parts.map { ($0, port.ring.bytes(chunk, in: $0)) }
+                var crc: UInt32 = 0
+                for part in parts { crc = crc32(crc, part.1) }
+                if crc != written.digests.chunkCRCs[chunk.index] {
+                    mismatch = RingChunkMismatch(index: chunk.index, parts: parts.map { ($0.0, Array($0.1)) })
+                    port.pass(chunk)
+                    return
+                }
+                digester.add(index: chunk.index, parts: parts)
+                done += chunk.parts.reduce(0) { $0 + UInt64($1.count) }
+                reporter.progress("verify", done: done, total: total)
+                port.pass(chunk)
+            }
+        }
         if let mismatch {
-            let offset = try Self.firstDifference(image: image, chunkIndex: mismatch.index, chunkSize: written.chunkSize,
-                                                  deviceChunk: mismatch.data)
+            let offset = try Self.firstDifference(image: image, mismatch: mismatch, chunkSize: chunkSize)
             throw Self.mismatchError(path: path, offset: offset)
         }
-        let sha = hasher.finalize()
-        if sha != written.sha256 {
-            // Every chunk's CRC matched but the digest did not: compare byte for byte to find where.
-            let comparison = try ImageComparer(depth: depth).compare(image, with: target, reporter: SilentReporter())
+        let read = digester.finalize()
+        let expected = plan.isSparse ? written.digests.rangeSHA256 : [written.sha256]
+        if read.rangeSHA256 != expected {
+            // Every chunk's CRC matched but a digest did not: compare byte for byte to find where.
+            let comparison = try ImageComparer(depth: depth).compare(
+                image, with: target, plan: plan, reporter: SilentReporter())
             throw Self.mismatchError(path: path, offset: comparison.firstDifference ?? 0)
         }
         let seconds = monotonicSeconds() - started
-        reporter.end("verify", bytes: written.bytes, seconds: seconds)
-        return VerifyOutcome(sha256: sha, bytes: written.bytes, seconds: seconds)
+        reporter.end("verify", bytes: done, seconds: seconds)
+        return VerifyOutcome(sha256: plan.isSparse ? [] : read.rangeSHA256[0], bytes: done, seconds: seconds)
     }
 
     static func mismatchError(path: String, offset: UInt64) -> PiflashError {
@@ -82,86 +133,34 @@ public struct ReadBackVerifier: Sendable {
                 + "the card may be failing or counterfeit", path: path, offset: offset)
     }
 
-    /// Decompresses the image up to chunk `chunkIndex` and returns the offset of the first byte
-    /// where `deviceChunk` differs from it.
-    static func firstDifference(image: ImageSource, chunkIndex: Int, chunkSize: Int, deviceChunk: [UInt8]) throws -> UInt64 {
+    /// Decompresses the image up to the mismatching chunk and returns the offset of the first byte
+    /// of its planned parts where what was read differs from the image.
+    static func firstDifference(image: ImageSource, mismatch: RingChunkMismatch, chunkSize: Int) throws -> UInt64 {
         let reader = try image.open()
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 64)
         defer { buffer.deallocate() }
         var n = 0
-        for _ in 0...chunkIndex { n = try reader.read(into: buffer) }
-        let base = UInt64(chunkIndex) * UInt64(chunkSize)
-        for i in 0..<min(n, deviceChunk.count) where buffer[i] != deviceChunk[i] { return base + UInt64(i) }
-        return base + UInt64(min(n, deviceChunk.count))
+        for _ in 0...mismatch.index { n = try reader.read(into: buffer) }
+        let base = UInt64(mismatch.index) * UInt64(chunkSize)
+        for (range, read) in mismatch.parts {
+            let from = Int(range.lowerBound - base)
+            for i in 0..<read.count where from + i >= n || buffer[from + i] != read[i] {
+                return range.lowerBound + UInt64(i)
+            }
+        }
+        return mismatch.parts.first?.range.lowerBound ?? base
     }
 }
 
-/// Reads a range of a device in chunks with `O_DIRECT` on a worker thread, handing each chunk to
-/// a consumer on the calling thread through a bounded ring.
-struct ChunkReader {
-    var depth: Int
-    var chunkSize: Int
-    var sector: Int
-
-    private struct Chunk {
-        var buffer: AlignedBuffer
-        var index: Int
-    }
-
-    /// - Parameter consume: gets each chunk's bytes (exactly the requested range); returns false to stop early.
-    func read(_ fd: Int32, path: String, length: UInt64, consume: (Int, UnsafeRawBufferPointer) throws -> Bool) throws {
-        let free = Channel<AlignedBuffer>(capacity: depth)
-        let filled = Channel<Chunk>(capacity: depth)
-        for _ in 0..<depth { free.send(AlignedBuffer(count: chunkSize)) }
-        let failure = Locked<PiflashError?>(nil)
-        let chunkSize = self.chunkSize
-        let sector = self.sector
-        let reader = WorkerThread {
-            var index = 0
-            var offset: UInt64 = 0
-            do {
-                while offset < length, let buffer = free.receive() {
-                    let want = Int(min(UInt64(chunkSize), length - offset))
-                    let padded = (want + sector - 1) / sector * sector
-                    let got = try DeviceFile.read(fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer.bytes[0..<padded]),
-                                                  at: offset, path: path)
-                    if got < want {
-                        throw PiflashError.failure(
-                            "the target ended at byte \(offset + UInt64(got)) while reading back \(length) bytes (was the card removed?)",
-                            path: path, offset: offset + UInt64(got))
-                    }
-                    buffer.used = want
-                    guard filled.send(Chunk(buffer: buffer, index: index)) else { return }
-                    index += 1
-                    offset += UInt64(want)
-                }
-                filled.close()
-            } catch {
-                failure.withLock { $0 = error as? PiflashError ?? PiflashError.failure("\(error)") }
-                filled.close()
-            }
-        }
-        defer { reader.join() }
-        do {
-            while let chunk = filled.receive() {
-                try Interrupts.check("reading back \(path) at byte \(UInt64(chunk.index) * UInt64(chunkSize))")
-                let keepGoing = try consume(chunk.index, chunk.buffer.filled)
-                free.send(chunk.buffer)
-                if !keepGoing { break }
-            }
-        } catch {
-            free.close()
-            filled.close()
-            throw error
-        }
-        free.close()
-        filled.close()
-        if let error = failure.withLock({ $0 }) { throw error }
-    }
+/// A chunk whose read-back CRC did not match: its index and the parts read (copied out of the ring).
+struct RingChunkMismatch {
+    var index: Int
+    var parts: [(range: Range<UInt64>, bytes: [UInt8])]
 }
 
-/// Compares a device with an image byte for byte: the image decompressed on a worker thread, the
-/// device read with `O_DIRECT` on another. For `piflash verify`, where no write outcome exists.
+/// Compares a device with an image: the image decompressed on one stage of the ring, the
+/// device read with `O_DIRECT` on another, compared on the calling thread — every byte, or only
+/// the ranges of a sparse ``WritePlan``. For `piflash verify`, where no write outcome exists.
 public struct ImageComparer: Sendable {
     public var depth: Int
     public var chunkSize: Int
@@ -177,53 +176,58 @@ public struct ImageComparer: Sendable {
         public var imageSHA256: [UInt8]
         /// The image's length.
         public var bytes: UInt64
+        /// The bytes compared (the plan's).
+        public var comparedBytes: UInt64
         /// The first offset where the device differs, or nil when it holds the image.
         public var firstDifference: UInt64?
         public var seconds: Double
     }
 
-    /// Compares `target` with `image` over the image's length.
+    /// Compares `target` with `image` over the image's length (or the plan's ranges).
     /// - Throws: read errors (exit 1), a corrupt image (exit 2), a device shorter than the image (exit 4).
-    public func compare(_ image: ImageSource, with target: borrowing DeviceFile, reporter: Reporter) throws -> Comparison {
+    public func compare(
+        _ image: ImageSource, with target: borrowing DeviceFile, plan: WritePlan = .full(because: "default"),
+        reporter: Reporter
+    ) throws -> Comparison {
         var firstDifference: UInt64?
         let streamed = try ImageAndCardStream(depth: depth, chunkSize: chunkSize)
-            .run(image, target: target, reporter: reporter) { offset, imageBytes, card in
+            .run(image, target: target, plan: plan, reporter: reporter) { range, imageBytes, card in
                 if card.count < imageBytes.count {
-                    firstDifference = offset + UInt64(card.count)
+                    firstDifference = range.lowerBound + UInt64(card.count)
                     return false
                 }
                 if memcmp(card.baseAddress!, imageBytes.baseAddress!, imageBytes.count) != 0 {
                     for i in 0..<imageBytes.count where card[i] != imageBytes[i] {
-                        firstDifference = offset + UInt64(i)
+                        firstDifference = range.lowerBound + UInt64(i)
                         break
                     }
                     return false
                 }
                 return true
             }
-        return Comparison(imageSHA256: streamed.sha256, bytes: streamed.bytes, firstDifference: firstDifference,
-                          seconds: streamed.seconds)
+        return Comparison(imageSHA256: streamed.sha256, bytes: streamed.bytes, comparedBytes: streamed.compared,
+                          firstDifference: firstDifference, seconds: streamed.seconds)
     }
 }
 
-/// An image decompressed and hashed on a worker thread, streamed alongside the same bytes of a card
-/// read with `O_DIRECT` (after dropping its caches), through one bounded ring of aligned buffers:
-/// what `verify IMAGE` and `verify --host` compare.
+/// An image decompressed and hashed on one stage of the ring, the same bytes of a card read with
+/// `O_DIRECT` (after dropping its caches) on the next — each chunk's buffer holds both halves —
+/// and compared on the calling thread: what `verify IMAGE` and `verify --host` compare.
 struct ImageAndCardStream {
     var depth: Int
     var chunkSize: Int
 
-    /// Streams the whole image; hands each chunk and the card's bytes at the same offset (shorter
-    /// when the card ended early) to `compare`, until it returns false — the image is still read to
-    /// its end for its digest.
+    /// Streams the whole image; hands each planned part of each chunk and the card's bytes there
+    /// (shorter when the card ended early) to `compare`, until it returns false — the image is
+    /// still read to its end for its digest.
     ///
-    /// - Returns: the image's SHA-256 and length, and the seconds taken.
+    /// - Returns: the image's SHA-256 and length, the bytes compared, and the seconds taken.
     /// - Throws: read errors (exit 1), a corrupt image (exit 2), a card smaller than the image
     ///   (exit 4), what `compare` throws, an interrupt.
     func run(
-        _ image: ImageSource, target: borrowing DeviceFile, reporter: Reporter,
-        compare: (_ offset: UInt64, _ image: UnsafeRawBufferPointer, _ card: UnsafeRawBufferPointer) throws -> Bool
-    ) throws -> (sha256: [UInt8], bytes: UInt64, seconds: Double) {
+        _ image: ImageSource, target: borrowing DeviceFile, plan: WritePlan, reporter: Reporter,
+        compare: (_ range: Range<UInt64>, _ image: UnsafeRawBufferPointer, _ card: UnsafeRawBufferPointer) throws -> Bool
+    ) throws -> (sha256: [UInt8], bytes: UInt64, compared: UInt64, seconds: Double) {
         try target.dropCaches()
         let started = monotonicSeconds()
         let source = try image.open()
@@ -231,63 +235,93 @@ struct ImageAndCardStream {
         let fd = target.descriptor
         let sector = target.logicalSectorSize()
         let deviceSize = try target.size()
-        let total = image.uncompressedSize
+        let total = plan.plannedBytes ?? image.uncompressedSize
+        let chunkSize = self.chunkSize
         reporter.begin("verify", total: total)
-        let free = Channel<AlignedBuffer>(capacity: depth)
-        let filled = Channel<AlignedBuffer>(capacity: depth)
-        for _ in 0..<depth { free.send(AlignedBuffer(count: chunkSize)) }
-        let failure = Locked<PiflashError?>(nil)
+        let ring = RingPipeline(bufferSize: 2 * chunkSize, depth: depth)
         let digest = Locked<[UInt8]>([])
-        let producer = WorkerThread {
+        let stopComparing = SharedFlag()
+
+        // Decompress into the first half of each buffer; hash everything.
+        ring.stage { port in
             var hasher = StreamHasher()
-            do {
-                while let buffer = free.receive() {
-                    let n = try source.read(into: buffer.bytes)
-                    if n == 0 { break }
-                    buffer.used = n
-                    hasher.update(buffer.filled)
-                    guard filled.send(buffer) else { return }
+            var offset: UInt64 = 0
+            var cursor = plan.cursor()
+            while var chunk = port.next() {
+                let n = try source.read(into: UnsafeMutableRawBufferPointer(rebasing: port.ring.buffer(chunk)[0..<chunkSize]))
+                if n == 0 {
+                    port.giveBack(chunk)
+                    break
                 }
-                digest.withLock { $0 = hasher.finalize() }
-                filled.close()
-            } catch {
-                failure.withLock { $0 = error as? PiflashError ?? PiflashError.failure("\(error)") }
-                filled.close()
+                chunk.offset = offset
+                chunk.length = n
+                chunk.ranges = cursor.parts(of: chunk.span)
+                hasher.update(port.ring.bytes(chunk))
+                offset += UInt64(n)
+                guard port.pass(chunk) else { return }
             }
+            let sha = hasher.finalize()
+            digest.withLock { $0 = sha }
         }
-        let device = AlignedBuffer(count: chunkSize)
-        var offset: UInt64 = 0
-        var comparing = true
-        do {
-            while let buffer = filled.receive() {
-                try Interrupts.check("verifying \(path) at byte \(offset)")
-                let want = buffer.used
-                if comparing {
-                    if offset + UInt64(want) > deviceSize {
+        // Read the card's bytes at the same offsets into the second half, while there is a point.
+        ring.stage { port in
+            while var chunk = port.next() {
+                if !stopComparing.isSet {
+                    if chunk.offset + UInt64(chunk.length) > deviceSize {
                         throw PiflashError.verification(
                             "the device (\(deviceSize) bytes) is smaller than the image: it ends at byte \(deviceSize)",
                             path: path, offset: deviceSize)
                     }
-                    let padded = (want + sector - 1) / sector * sector
-                    let got = try DeviceFile.read(fd, into: UnsafeMutableRawBufferPointer(rebasing: device.bytes[0..<padded]),
-                                                  at: offset, path: path)
-                    comparing = try compare(
-                        offset, buffer.filled, UnsafeRawBufferPointer(rebasing: device.bytes[0..<min(got, want)]))
+                    let buffer = port.ring.buffer(chunk)
+                    for part in chunk.parts {
+                        let at = chunkSize + Int(part.lowerBound - chunk.offset)
+                        let want = part.count
+                        let padded = min((want + sector - 1) / sector * sector, buffer.count - at)
+                        let got = try DeviceFile.read(
+                            fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer[at..<(at + padded)]), at: part.lowerBound,
+                            path: path)
+                        if got < want {
+                            throw PiflashError.failure(
+                                "the device ended at byte \(part.lowerBound + UInt64(got)) while being read (was the card removed?)",
+                                path: path, offset: part.lowerBound + UInt64(got))
+                        }
+                    }
                 }
-                offset += UInt64(want)
-                reporter.progress("verify", done: offset, total: total)
-                free.send(buffer)
+                guard port.pass(chunk) else { return }
             }
-        } catch {
-            free.close()
-            filled.close()
-            producer.join()
-            throw error
         }
-        producer.join()
-        if let error = failure.withLock({ $0 }) { throw error }
+        var compared: UInt64 = 0
+        var streamedBytes: UInt64 = 0
+        try ring.finish { port in
+            while let chunk = port.next() {
+                try Interrupts.check("verifying \(path) at byte \(chunk.offset)")
+                streamedBytes = chunk.offset + UInt64(chunk.length)
+                if !stopComparing.isSet {
+                    for part in chunk.parts {
+                        let imageBytes = port.ring.bytes(chunk, in: part)
+                        let at = chunkSize + Int(part.lowerBound - chunk.offset)
+                        let card = UnsafeRawBufferPointer(
+                            rebasing: UnsafeRawBufferPointer(port.ring.buffer(chunk))[at..<(at + part.count)])
+                        compared += UInt64(part.count)
+                        if try !compare(part, imageBytes, card) {
+                            stopComparing.set()
+                            break
+                        }
+                    }
+                }
+                reporter.progress("verify", done: compared, total: total)
+                port.pass(chunk)
+            }
+        }
         let seconds = monotonicSeconds() - started
-        reporter.end("verify", bytes: offset, seconds: seconds)
-        return (digest.withLock { $0 }, offset, seconds)
+        reporter.end("verify", bytes: compared, seconds: seconds)
+        return (digest.withLock { $0 }, streamedBytes, compared, seconds)
     }
+}
+
+/// A flag one stage sets and others read.
+final class SharedFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    var isSet: Bool { value.load(ordering: .acquiring) }
+    func set() { value.store(true, ordering: .releasing) }
 }

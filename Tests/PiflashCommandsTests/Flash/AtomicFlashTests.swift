@@ -134,7 +134,17 @@ struct AtomicFlashTests {
         let block = UInt64(try Shell.sh("debugfs -R 'bmap /var/lib/bootstrap/ssh_host_ed25519_key 0' '\(card.path)?offset=\(root.offset)' 2>/dev/null")
             .trimmingCharacters(in: .whitespacesAndNewlines))!
         let keyByte = root.offset + block * blockSize + 7
-        let cases: [(String, UInt64, String)] = [("body", 12 << 20 + 12_345, "image"), ("injected file", keyByte, "injected_block"),
+        // A byte the flash wrote past the head: the middle of its first written range there.
+        let entries = history.stdout.split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+        let entry = try #require(entries.first { $0["ok"] as? Bool == true })
+        let ranges = try #require(entry["written_ranges"] as? [[String: Any]])
+        let body = try #require(ranges.compactMap { range -> UInt64? in
+            guard let offset = range["offset"] as? Int, let length = range["length"] as? Int, offset >= 1 << 20 else { return nil }
+            return UInt64(offset + length / 2)
+        }.first, "a sparse flash records the ranges it wrote")
+        let cases: [(String, UInt64, String)] = [("body", body, "image"), ("injected file", keyByte, "injected_block"),
                                                  ("head", 446, "image")]
         for (name, offset, region) in cases {
             let original = try readBytes(card.path, count: 1, at: offset)[0]

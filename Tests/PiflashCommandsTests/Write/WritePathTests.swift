@@ -115,8 +115,9 @@ struct WritePathTests {
         #expect(try Shell.run(["cmp", raw, output]).status == 0)
     }
 
-    @Test("a truncated or corrupt compressed image fails with exit 2 and leaves no valid table", arguments: ["truncated", "corrupt"])
-    func damagedImage(damage: String) throws {
+    @Test("a truncated or corrupt compressed image fails with exit 2: untouched when the map pass finds it, else no valid table",
+          arguments: [("truncated", false), ("corrupt", false), ("truncated", true), ("corrupt", true)])
+    func damagedImage(damage: String, full: Bool) throws {
         let scratch = try ScratchDirectory()
         let raw = try ImageFixture.make(in: scratch)
         let zst = try ImageFixture.compress(raw, "zst")
@@ -127,16 +128,26 @@ struct WritePathTests {
             try Shell.sh("printf '\\xde\\xad\\xbe\\xef\\xde\\xad\\xbe\\xef' | dd of='\(zst)' bs=1 seek=\(compressedSize / 2) conv=notrunc status=none")
         }
         let card = try CandidateCard(scratch: scratch, size: 96 << 20)
-        // The card held a valid image before: afterwards it must not look valid.
+        // The card held a valid image before.
         try Shell.sh("dd if='\(raw)' of=\(card.path) bs=1M conv=fsync status=none")
-        let run = try runPiflash(["write", zst, "--device", card.path, "--yes", "--no-eject", "--json", "--journal", scratch.file("journal.sqlite")])
+        let run = try runPiflash(["write", zst, "--device", card.path, "--yes", "--no-eject", "--json", "--journal", scratch.file("journal.sqlite")]
+                                 + (full ? ["--full"] : []))
         #expect(run.status == 2)
         let result = try #require(run.result)
         #expect(result["ok"] as? Bool == false)
         let error = try #require(result["error"] as? String)
-        #expect(error.contains(damage == "truncated" ? "ends early" : "corrupt"))
-        #expect(try headIsZeroed(card.path))
-        #expect(try Shell.run(["sfdisk", "-d", card.path]).status != 0, "no partition table is left")
+        #expect(error.contains(damage == "truncated" ? "ends early" : "corrupt"), "\(error)")
+        let events = run.lines.joined(separator: "\n")
+        if events.contains("\"phase\":\"write\"") {
+            // The write had started: afterwards the card must not look valid.
+            #expect(try headIsZeroed(card.path))
+            #expect(try Shell.run(["sfdisk", "-d", card.path]).status != 0, "no partition table is left")
+        } else {
+            // The map pass found the damage before the card was opened: it is exactly as it was.
+            #expect(!full, "only the map pass runs before the write")
+            #expect(try Shell.run(["cmp", "-n", String(try FileManager.default.attributesOfItem(atPath: raw)[.size] as! Int), raw, card.path]).status == 0,
+                    "the card was not touched")
+        }
     }
 
     @Test("a dying card (I/O errors past some offset) fails with the offset and no valid table")
@@ -147,7 +158,8 @@ struct WritePathTests {
         try Shell.sh("mkdir -p '\(tmpfs)' && mount -t tmpfs -o size=24M tmpfs '\(tmpfs)'")
         defer { _ = try? Shell.run(["umount", "-l", tmpfs]) }
         let card = try CandidateCard(directory: tmpfs, size: 96 << 20)
-        let run = try runPiflash(["write", raw, "--device", card.path, "--yes", "--no-eject", "--json", "--journal", scratch.file("journal.sqlite")])
+        // --full: every byte goes to the card, so the write runs into the end of the medium.
+        let run = try runPiflash(["write", raw, "--device", card.path, "--yes", "--no-eject", "--full", "--json", "--journal", scratch.file("journal.sqlite")])
         #expect(run.status == 1)
         let result = try #require(run.result)
         #expect(result["ok"] as? Bool == false)
