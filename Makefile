@@ -25,7 +25,7 @@ APT_PACKAGES = pkg-config libudev-dev libblkid-dev libext2fs-dev libzstd-dev lib
 FIRSTBOOT_TEST_PACKAGES = nix-bin python3-gi gir1.2-nm-1.0 systemd-container wpasupplicant gettext-base
 # The station's web page is tested in a real headless browser; the package is built and checked
 # with Debian's own tools.
-APT_PACKAGES += chromium binutils dpkg-dev lintian
+APT_PACKAGES += chromium binutils dpkg-dev lintian strace
 
 BIN = .build/debug/piflash
 RELEASE_BIN = .build/release/piflash

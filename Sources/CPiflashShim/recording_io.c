@@ -18,10 +18,15 @@ struct recording_private {
 
 static __thread piflash_write_recorder armed_recorder;
 static __thread void *armed_context;
+static __thread int armed_on_descriptor;
 
 void piflash_recording_io_arm(piflash_write_recorder recorder, void *context) {
     armed_recorder = recorder;
     armed_context = context;
+}
+
+void piflash_recording_io_arm_descriptor(int on_descriptor) {
+    armed_on_descriptor = on_descriptor;
 }
 
 static struct recording_private *priv(io_channel channel) {
@@ -48,7 +53,9 @@ static unsigned long long block_bytes(io_channel channel, int count) {
 static errcode_t rec_open(const char *name, int flags, io_channel *channel) {
     if (!armed_recorder) return EXT2_ET_INVALID_ARGUMENT;
     io_channel inner = NULL;
-    errcode_t code = unix_io_manager->open(name, flags, &inner);
+    io_manager under = armed_on_descriptor ? unixfd_io_manager : unix_io_manager;
+    armed_on_descriptor = 0;
+    errcode_t code = under->open(name, flags, &inner);
     if (code) return code;
     io_channel outer = calloc(1, sizeof(*outer));
     struct recording_private *p = calloc(1, sizeof(*p));

@@ -27,6 +27,7 @@ int piflash_ioctl_none(int fd, unsigned long request) { return ioctl(fd, request
 int piflash_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 
 io_manager piflash_unix_io_manager(void) { return unix_io_manager; }
+io_manager piflash_unixfd_io_manager(void) { return unixfd_io_manager; }
 
 static int scsi_command(int fd, unsigned char *cdb, unsigned char cdb_len) {
     unsigned char sense[32];

@@ -14,10 +14,11 @@ struct Flash: AsyncParsableCommand {
             before any card is touched. Then writes the image to the card (or --output file) — the blocks its \
             filesystems use, or every byte with --full — reads them back, \
             injects the files into the ext4 root partition found from the image's own partition table, reads \
-            them (and every block the injection wrote) back from a fresh direct-I/O open, checks the filesystem \
+            them (and every block the injection wrote) back after dropping the caches, checks the filesystem \
             with e2fsck -fn, and only then writes the card's first MiB (its partition table) and reads it back: \
             a card carries a valid partition table only if every phase passed, so an interrupted, failed or \
-            pulled card never looks valid (an --output file is removed on failure). Ejects the card and records \
+            pulled card never looks valid (an --output file is removed on failure). The card is opened once, \
+            exclusively, and that one handle serves every step (e2fsck aside). Ejects the card and records \
             the attempt in the journal, with the map of the blocks the injection wrote (for `piflash verify \
             --host`). A `dir`-secrets host needs no age key. Prints the known_hosts line of the pinned SSH host \
             key. `piflash HOST` is short for this.

@@ -180,6 +180,20 @@ public struct DeviceFile: ~Copyable {
         }
     }
 
+    /// Runs `body` with `descriptor`'s open file out of `O_DIRECT` mode (`fcntl(F_SETFL)`), and
+    /// puts the mode back afterwards, whatever happens: for libext2fs, which does unaligned I/O on a
+    /// borrowed descriptor. The open file (and its exclusive hold on a card) is the same throughout.
+    public static func withBufferedIO<T>(_ descriptor: Int32, path: String, _ body: () throws -> T) throws -> T {
+        let flags = fcntl(descriptor, F_GETFL)
+        guard flags >= 0 else { throw PiflashError.system("fcntl(F_GETFL)", errno: errno, path: path) }
+        guard flags & piflash_O_DIRECT != 0 else { return try body() }
+        guard fcntl(descriptor, F_SETFL, flags & ~piflash_O_DIRECT) == 0 else {
+            throw PiflashError.system("fcntl(F_SETFL)", errno: errno, path: path)
+        }
+        defer { _ = fcntl(descriptor, F_SETFL, flags) }
+        return try body()
+    }
+
     /// Discards byte ranges of a block device (`BLKDISCARD`): the device may erase them (an SD
     /// card's ERASE), and what they read as afterwards is up to the device (zeros, ones or the old
     /// content). Each range is shrunk inward to whole logical sectors.

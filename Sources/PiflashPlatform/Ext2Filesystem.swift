@@ -91,15 +91,30 @@ public final class Ext2Filesystem {
     ///
     /// - Throws: ``PiflashError``: exit 2 when there is no ext2/3/4 filesystem there or it has
     ///   features this libext2fs cannot write; exit 1 for I/O errors.
-    public static func open(path: String, offset: UInt64, access: Access, writeLog: Ext2WriteLog? = nil) throws -> Ext2Filesystem {
+    ///
+    /// With a `descriptor` (the flash job's exclusive handle of `path`), nothing is opened by path:
+    /// libext2fs gets a duplicate of the descriptor (`unixfd_io_manager`, which closes the duplicate
+    /// when the filesystem closes) — the same open file, so the card stays held exclusively. The
+    /// descriptor must not be in `O_DIRECT` mode (libext2fs' descriptor manager does unaligned I/O):
+    /// see ``DeviceFile/withBufferedIO(_:path:_:)``; `.readOnlyDirect` then reads through the page
+    /// cache, which the caller drops first.
+    public static func open(
+        path: String, offset: UInt64, access: Access, writeLog: Ext2WriteLog? = nil, descriptor: Int32? = nil
+    ) throws -> Ext2Filesystem {
         registerExt2ErrorTable()
         var flags = Int32(EXT2_FLAG_64BITS)
         switch access {
         case .readWrite: flags |= Int32(EXT2_FLAG_RW)
         case .readOnly: break
-        case .readOnlyDirect: flags |= Int32(EXT2_FLAG_DIRECT_IO)
+        case .readOnlyDirect: if descriptor == nil { flags |= Int32(EXT2_FLAG_DIRECT_IO) }
         }
         var fs: ext2_filsys?
+        var name = path
+        if let descriptor {
+            let copy = dup(descriptor)
+            guard copy >= 0 else { throw PiflashError.system("dup", errno: errno, path: path) }
+            name = String(copy)
+        }
         let manager: io_manager
         if let writeLog {
             manager = piflash_recording_io_manager()
@@ -107,12 +122,15 @@ public final class Ext2Filesystem {
                 Unmanaged<Ext2WriteLog>.fromOpaque(context!).takeUnretainedValue()
                     .record(offset: offset, length: length, data: data)
             }, Unmanaged.passUnretained(writeLog).toOpaque())
+            piflash_recording_io_arm_descriptor(descriptor == nil ? 0 : 1)
         } else {
-            manager = piflash_unix_io_manager()
+            manager = descriptor == nil ? piflash_unix_io_manager() : piflash_unixfd_io_manager()
         }
-        let code = ext2fs_open2(path, "offset=\(offset)", flags, 0, 0, manager, &fs)
+        let code = ext2fs_open2(name, "offset=\(offset)", flags, 0, 0, manager, &fs)
         // A failed open may not have reached the manager: never leave the recorder armed.
         piflash_recording_io_arm(nil, nil)
+        piflash_recording_io_arm_descriptor(0)
+
         guard code == 0, let fs else {
             let notExt = [EXT2_ET_BAD_MAGIC, EXT2_ET_UNSUPP_FEATURE, EXT2_ET_RO_UNSUPP_FEATURE, EXT2_ET_CORRUPT_SUPERBLOCK]
                 .contains(Int(code))
@@ -132,9 +150,10 @@ public final class Ext2Filesystem {
     /// Opens the filesystem, runs `body`, and closes it with ``close()`` (flushing, and throwing a
     /// flush error) whether or not `body` threw; `body`'s error wins.
     public static func withFilesystem<T>(
-        path: String, offset: UInt64, access: Access, writeLog: Ext2WriteLog? = nil, _ body: (Ext2Filesystem) throws -> T
+        path: String, offset: UInt64, access: Access, writeLog: Ext2WriteLog? = nil, descriptor: Int32? = nil,
+        _ body: (Ext2Filesystem) throws -> T
     ) throws -> T {
-        let fs = try open(path: path, offset: offset, access: access, writeLog: writeLog)
+        let fs = try open(path: path, offset: offset, access: access, writeLog: writeLog, descriptor: descriptor)
         let result: T
         do {
             result = try body(fs)

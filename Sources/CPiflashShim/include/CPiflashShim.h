@@ -31,6 +31,8 @@ int piflash_memfd(const char *name);
 
 /// libext2fs' `unix_io_manager`, a mutable global that Swift 6 strict concurrency refuses.
 io_manager piflash_unix_io_manager(void);
+/// libext2fs' `unixfd_io_manager`: the channel's name is a descriptor number, which it closes.
+io_manager piflash_unixfd_io_manager(void);
 
 /// Receives each write of the recording I/O manager: `offset` and `length` in bytes relative to
 /// the channel (the filesystem's start), `data` the bytes written (NULL for a range zeroed out).
@@ -41,6 +43,9 @@ io_manager piflash_recording_io_manager(void);
 /// Arms the recorder for the next channel this thread opens with ``piflash_recording_io_manager``
 /// (call right before `ext2fs_open2`; the open takes and clears it).
 void piflash_recording_io_arm(piflash_write_recorder recorder, void *context);
+/// Makes the next recording channel opened on this thread wrap `unixfd_io_manager` (the name is a
+/// descriptor number) instead of `unix_io_manager` (the name is a path). Reset by the open.
+void piflash_recording_io_arm_descriptor(int on_descriptor);
 
 /// Ejects the medium of a SCSI disk (USB card readers are SCSI disks) through SG_IO:
 /// PREVENT ALLOW MEDIUM REMOVAL (allow), then START STOP UNIT with LOEJ=1, START=0.

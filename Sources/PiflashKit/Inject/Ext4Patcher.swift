@@ -26,20 +26,24 @@ public enum Ext4Patcher {
     ///
     /// - Returns: the records (path, content digest — keyed for secret-derived files —, mode, uid,
     ///   gid) of the files as intended; the proof that they are on the medium is ``InjectionVerifier/verify(_:root:on:)``.
+    /// - Parameter descriptor: the flash job's handle of `path` (not in `O_DIRECT` mode), borrowed
+    ///   instead of opening `path` again.
     /// - Throws: ``PiflashError``: exit 2 for a path the rules refuse, a symlinked or non-directory
     ///   parent, a target that is not a regular file, a journal needing recovery, or a duplicate
     ///   path; exit 1 when the root filesystem is too full (nothing is changed then) or on I/O errors.
     @discardableResult
     public static func inject(
         _ files: [BootstrapFile], into root: RootPartition, on path: String, writeLog: Ext2WriteLog? = nil,
-        reporter: Reporter
+        descriptor: Int32? = nil, reporter: Reporter
     ) throws -> [InjectedFile] {
         // Paths under /etc were already warned about when the host file was read, before any card.
         let paths = try validate(files)
         let total = files.reduce(UInt64(0)) { $0 + UInt64($1.contentCount) }
         let started = monotonicSeconds()
         reporter.begin("inject", total: total)
-        try Ext2Filesystem.withFilesystem(path: path, offset: root.offset, access: .readWrite, writeLog: writeLog) { fs in
+        try Ext2Filesystem.withFilesystem(
+            path: path, offset: root.offset, access: .readWrite, writeLog: writeLog, descriptor: descriptor
+        ) { fs in
             if fs.needsJournalRecovery {
                 throw PiflashError.usage(
                     "the root filesystem's journal needs recovery: it was not cleanly unmounted", path: path,

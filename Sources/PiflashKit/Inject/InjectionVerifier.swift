@@ -18,8 +18,9 @@ public enum InjectionVerifier {
     ///   file and what differs) or when e2fsck finds the filesystem not clean (with its findings);
     ///   exit 1 when the medium cannot be read or e2fsck cannot run.
     @discardableResult
-    /// - Parameter descriptor: the flash job's handle of `path`, borrowed to drop the caches
-    ///   (else `path` is opened for that).
+    /// - Parameter descriptor: the flash job's handle of `path` (not in `O_DIRECT` mode), borrowed to
+    ///   drop the caches and to reopen the filesystem on (a fresh libext2fs handle on a duplicate:
+    ///   the caches were just dropped, so it reads the medium); else `path` is opened.
     public static func verify(
         _ files: [BootstrapFile], root: RootPartition, on path: String, descriptor: Int32? = nil
     ) throws -> [InjectedFile] {
@@ -29,7 +30,7 @@ public enum InjectionVerifier {
         } else {
             try Ext2Filesystem.dropCachedBlocks(of: path)
         }
-        let records = try withFreshFilesystem(path: path, offset: root.offset) { fs in
+        let records = try withFreshFilesystem(path: path, offset: root.offset, descriptor: descriptor) { fs in
             try zip(files, paths).map { file, entry in try readBack(file, entry, fs: fs, path: path) }
         }
         try FilesystemCheck.run(path: path, offset: root.offset).requireClean()
@@ -39,8 +40,12 @@ public enum InjectionVerifier {
     /// Opens read-only with `O_DIRECT`; a file system that refuses `O_DIRECT` for an image file
     /// (`EINVAL`, e.g. an old tmpfs) falls back to the page cache, which was just dropped.
     private static func withFreshFilesystem<T>(
-        path: String, offset: UInt64, _ body: (Ext2Filesystem) throws -> T
+        path: String, offset: UInt64, descriptor: Int32?, _ body: (Ext2Filesystem) throws -> T
     ) throws -> T {
+        if let descriptor {
+            return try Ext2Filesystem.withFilesystem(
+                path: path, offset: offset, access: .readOnly, descriptor: descriptor, body)
+        }
         do {
             return try Ext2Filesystem.withFilesystem(path: path, offset: offset, access: .readOnlyDirect, body)
         } catch let error as PiflashError where error.errno == EINVAL && !Ext2Filesystem.isBlockDevice(path) {

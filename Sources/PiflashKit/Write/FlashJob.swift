@@ -169,21 +169,23 @@ public struct FlashJob: Sendable {
             }
             throw error
         }
-        try file.close()
+        // The job's own handle ejects the card: nothing reopens it by path.
         if target.kind == .device && target.eject {
-            result.ejected = try eject(reporter: reporter)
+            result.ejected = eject(file, reporter: reporter)
         }
+        try file.close()
     }
 
-    /// Ejects a USB card reader's medium (a SCSI disk); loop devices and MMC slots need nothing.
-    private func eject(reporter: Reporter) throws -> Bool {
-        let name = resolvedDeviceName(target.path)
-        guard name.hasPrefix("sd") else { return false }
-        let file = try DeviceFile(path: target.path, mode: .read, direct: false)
+    /// Ejects a USB card reader's medium (a SCSI disk) through the job's handle; loop devices and
+    /// MMC slots need nothing.
+    private func eject(_ file: borrowing DeviceFile, reporter: Reporter) -> Bool {
+        guard resolvedDeviceName(target.path).hasPrefix("sd") else { return false }
         do {
             try file.ejectSCSI()
         } catch let error as PiflashError {
             reporter.warning("\(error.description); everything was flushed, so the card is safe to pull")
+            return false
+        } catch {
             return false
         }
         return true

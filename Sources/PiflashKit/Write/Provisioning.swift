@@ -62,10 +62,17 @@ extension Injection {
             }
             reporter.note("root filesystem: \(partition)")
             let log = Ext2WriteLog()
-            _ = try Ext4Patcher.inject(files, into: partition, on: target.path, writeLog: log, reporter: reporter)
-            reporter.begin("check-files", total: nil)
-            let started = monotonicSeconds()
-            let verified = try InjectionVerifier.verify(files, root: partition, on: target.path, descriptor: target.descriptor)
+            var started = monotonicSeconds()
+            // libext2fs works on the job's own descriptor (a duplicate of it), out of O_DIRECT mode:
+            // the card is never opened again by path.
+            let verified = try DeviceFile.withBufferedIO(target.descriptor, path: target.path) {
+                _ = try Ext4Patcher.inject(
+                    files, into: partition, on: target.path, writeLog: log, descriptor: target.descriptor, reporter: reporter)
+                reporter.begin("check-files", total: nil)
+                started = monotonicSeconds()
+                return try InjectionVerifier.verify(files, root: partition, on: target.path, descriptor: target.descriptor)
+            }
+            // Back in O_DIRECT mode: every written block is read from the medium itself.
             let blocks = try InjectedBlocks.readBack(
                 log.ranges, root: partition, descriptor: target.descriptor, path: target.path, key: digestKey)
             reporter.end("check-files", bytes: UInt64(files.reduce(0) { $0 + $1.contentCount }), seconds: monotonicSeconds() - started)

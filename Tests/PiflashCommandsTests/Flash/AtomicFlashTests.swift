@@ -32,7 +32,9 @@ struct AtomicFlashTests {
         var event: String
         var phase: String
         var progressAfter: Int
-        var description: String { "\(event) \(phase) +\(progressAfter)" }
+        /// Flash with --full (every byte) rather than the mapped ranges.
+        var full = false
+        var description: String { "\(event) \(phase) +\(progressAfter)\(full ? " --full" : "")" }
     }
 
     @Test("SIGKILL at random moments in every phase: no table unless the run ended ok")
@@ -47,8 +49,10 @@ struct AtomicFlashTests {
             Moment(event: "phase", phase: "commit", progressAfter: 0),
         ]
         for phase in ["write", "verify"] {
-            for _ in 0..<3 {
-                moments.append(Moment(event: "phase", phase: phase, progressAfter: Int.random(in: 0...4, using: &generator)))
+            // A mapped flash moves few bytes (few progress events); --full moves them all.
+            for full in [false, false, true, true] {
+                moments.append(Moment(event: "phase", phase: phase,
+                                      progressAfter: Int.random(in: 0...(full ? 4 : 1), using: &generator), full: full))
             }
         }
         moments.shuffle(using: &generator)
@@ -58,7 +62,9 @@ struct AtomicFlashTests {
             let throttle = try #require(
                 ThrottleGroup(device: card.loop, writeBytesPerSecond: 12 << 20, readBytesPerSecond: 24 << 20),
                 "cgroup v1 blkio is needed")
-            let process = try PiflashProcess(host.flashArguments(["--device", card.path, "--yes", "--no-eject"]), wrap: throttle.wrap)
+            let process = try PiflashProcess(
+                host.flashArguments(["--device", card.path, "--yes", "--no-eject"] + (moment.full ? ["--full"] : [])),
+                wrap: throttle.wrap)
             let started = process.waitForLine {
                 $0.contains("\"event\":\"\(moment.event)\"") && $0.contains("\"phase\":\"\(moment.phase)\"")
             }
@@ -165,6 +171,29 @@ struct AtomicFlashTests {
         // `verify IMAGE --device` keeps working for write cards; on a provisioned card it finds the injection.
         let plain = try runPiflash(["verify", host.image, "--device", card.path, "--json"])
         #expect(plain.status == 4)
+    }
+
+    @Test("one owner of the card: a whole flash opens the card by path once (e2fsck, a child process, aside)")
+    func cardOpenedOnce() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: "/usr/bin/strace"), "strace is installed by make test")
+        let host = try HostFixture()
+        let card = try CandidateCard(scratch: host.scratch, size: 96 << 20)
+        let trace = host.scratch.file("strace.txt")
+        let process = try PiflashProcess(host.flashArguments(["--device", card.path, "--yes", "--no-eject"]),
+                                         wrap: { ["strace", "-f", "-qq", "-e", "trace=openat,open,execve", "-o", trace] + $0 })
+        let (status, lines, stderr) = process.finish()
+        #expect(status == 0, "\(PiflashProcess.result(lines)?["error"] ?? stderr)")
+        let text = try String(contentsOfFile: trace, encoding: .utf8)
+        let events = text.split(separator: "\n")
+        // Processes other than piflash's own threads: the e2fsck it runs.
+        let children = Set(events.filter { $0.contains("execve(") && !$0.contains("piflash") }.compactMap { $0.split(separator: " ").first })
+        let opens = events.filter { line in
+            (line.contains("openat(") || line.contains(" open(")) && line.contains("\"\(card.path)\"")
+                && !children.contains(line.split(separator: " ").first ?? "")
+        }
+        #expect(opens.count == 1, "the card is opened once, exclusively: \(opens)")
+        #expect(opens.first?.contains("O_EXCL") == true)
+        #expect(!children.isEmpty, "e2fsck ran (as a child) and was told apart")
     }
 
     func flip(_ device: String, at offset: UInt64, to value: UInt8) throws {
