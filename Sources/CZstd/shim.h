@@ -1,1 +1,4 @@
+// ZSTD_findDecompressedSize (multi-frame sizes) is in zstd.h's static-linking section; libzstd.so
+// exports it.
+#define ZSTD_STATIC_LINKING_ONLY
 #include <zstd.h>

@@ -28,6 +28,17 @@ public final class ImageReader {
     /// The uncompressed size, where the format says it (raw: the file size; zstd: the frame header;
     /// xz: the index). Nil for gzip and for zstd streams written without a size.
     public let uncompressedSize: UInt64?
+
+    /// The sum of every frame's content size (`ZSTD_findDecompressedSize` over the mapped file:
+    /// it walks the frame and block headers, so a multi-frame file, as `pzstd` makes, is not
+    /// mistaken for its first frame); nil when a frame does not say its size or the file is damaged.
+    private static func zstdUncompressedSize(fd: Int32, fileSize: UInt64) -> UInt64? {
+        guard fileSize > 0, let mapped = mmap(nil, Int(fileSize), PROT_READ, MAP_PRIVATE, fd, 0), mapped != MAP_FAILED
+        else { return nil }
+        defer { munmap(mapped, Int(fileSize)) }
+        let size = ZSTD_findDecompressedSize(mapped, Int(fileSize))
+        return size >= UInt64.max - 1 ? nil : size
+    }
     /// How many bytes of the file have been consumed.
     public private(set) var compressedBytesRead: UInt64 = 0
 
@@ -75,8 +86,7 @@ public final class ImageReader {
             uncompressedSize = fileSize
             decoder = .raw
         case .zstd:
-            let size = magic.withUnsafeBytes { ZSTD_getFrameContentSize($0.baseAddress, $0.count) }
-            uncompressedSize = size >= UInt64.max - 1 ? nil : size
+            uncompressedSize = Self.zstdUncompressedSize(fd: fd, fileSize: fileSize)
             guard let context = ZSTD_createDCtx() else { fatalError("ZSTD_createDCtx: out of memory") }
             decoder = .zstd(context)
         case .xz:

@@ -47,7 +47,7 @@ public struct WritePlan: Sendable, Equatable {
     public static func make(
         for image: ImageSource, full: Bool, verb: String = "writing", reporter: Reporter
     ) throws -> WritePlan {
-        if full { return .full(because: "--full", imageBytes: image.uncompressedSize) }
+        if full { return .full(because: "--full") }
         reporter.begin("map", total: nil)
         let started = monotonicSeconds()
         let mapped = try ImageMapper.map(image) { streamed, total in

@@ -159,6 +159,26 @@ struct SparseWriteTests {
         #expect(allocated <= cardBytes - skipped + (1 << 20), "\(allocated) bytes still allocated of \(cardBytes); \(skipped) were skipped")
     }
 
+    @Test("a multi-frame zstd image (as pzstd makes) is as long as all its frames: mapped and written whole")
+    func multiFrameZstd() throws {
+        let directory = try F.temporaryDirectory()
+        defer { F.remove(directory) }
+        let image = try F.makeImage(in: directory, extraMiB: 8)
+        let size = UInt64(try FileManager.default.attributesOfItem(atPath: image)[.size] as! Int)
+        // Two frames, each with its content size: the first half and the rest.
+        try F.must(["bash", "-c", """
+            cd '\(directory)' && head -c \(size / 2) '\(image)' > a && tail -c +\(size / 2 + 1) '\(image)' > b && \
+            zstd -q -f a b && cat a.zst b.zst > two.zst && rm -f a b a.zst b.zst
+            """])
+        let reader = try ImageReader(path: directory + "/two.zst")
+        #expect(reader.uncompressedSize == size, "every frame counts, not only the first")
+        let (card, result) = try flash(directory + "/two.zst", in: directory)
+        #expect(result.imageBytes == size)
+        let root = try F.sfdiskPartition(image, number: 2)
+        let check = try F.e2fsck(card.file, offset: root.offset)
+        #expect(check.status == 0, "\(check.stdout)")
+    }
+
     @Test("--full writes every byte: the card is the image, its free space overwritten")
     func full() throws {
         let directory = try F.temporaryDirectory()
