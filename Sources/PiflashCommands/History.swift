@@ -65,7 +65,7 @@ struct History: AsyncParsableCommand {
         } else if entries.isEmpty {
             writeAll("no flashes recorded\(host.map { " for \($0)" } ?? "") in \(database.path)\n", to: STDERR_FILENO)
         } else {
-            var rows: [[String]] = [["TIME (UTC)", "HOST", "TARGET", "RESULT", "MB/s", "ERROR"]]
+            var rows: [[String]] = [["TIME (UTC)", "HOST", "TARGET", "RESULT", "WRITTEN", "MB/s", "ERROR"]]
             for entry in entries {
                 let time = String(iso8601UTC(entry.startedAt).prefix(19)).replacingOccurrences(of: "T", with: " ")
                 var target = entry.outputPath ?? entry.devicePath ?? "-"
@@ -73,7 +73,13 @@ struct History: AsyncParsableCommand {
                 if let slot = entry.slot { target = "[\(slot)] " + target }
                 let rate = entry.writeRate.map { String(format: "%.1f", $0 / 1e6) } ?? "-"
                 let error = (entry.error ?? "").split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
-                rows.append([time, entry.host ?? "-", target, entry.outcome, rate, error])
+                // What the card got: the mapped bytes of the image (all of it for --full).
+                var written = "-"
+                if let image = entry.imageBytes ?? entry.bytes {
+                    let mapped = entry.mappedBytes ?? image
+                    written = mapped < image ? "\(formatBytes(mapped)) of \(formatBytes(image))" : formatBytes(image)
+                }
+                rows.append([time, entry.host ?? "-", target, entry.outcome, written, rate, error])
             }
             writeAll(formatTable(rows), to: STDOUT_FILENO)
         }
