@@ -61,8 +61,8 @@ struct Station: AsyncParsableCommand {
                 runRecorded(job, command: "station", journalPath: stationConfig.journal, journal: journal,
                             hostName: hostName, slot: slot, reporter: reporter)
             }
-            // Every view reads the one stream of the station; the web page and the terminal
-            // screen read its state through the same source.
+            // Every view reads the one stream of the station; the terminal screen reads this
+            // station's state, the web page every station of the journal (this one live).
             let source = LocalStationSource(daemon: daemon)
             if json {
                 daemon.stream.add(JSONLinesView(board: daemon.board))
@@ -70,7 +70,8 @@ struct Station: AsyncParsableCommand {
                 daemon.stream.add(ConsoleView(mode: isatty(STDOUT_FILENO) == 1 ? .terminal : .log, source: source))
             }
             if let webConfig = stationConfig.web {
-                web = try WebServer(config: webConfig, api: WebAPI(source: source, token: try webConfig.readToken()))
+                web = try WebServer(config: webConfig, api: WebAPI(source: FleetStationSource(daemon: daemon),
+                                                                   token: try webConfig.readToken()))
                 daemon.stream.send(.note("web page on http://\(webConfig.listen)/"
                                          + (webConfig.tokenFile.map { " (token in \($0))" } ?? "")))
             }
