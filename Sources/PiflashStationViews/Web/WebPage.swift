@@ -172,21 +172,29 @@ function renderJournal(entries) {
 
 async function get(path) {
   const response = await fetch(path, { headers, cache: "no-store" });
-  if (!response.ok) throw new Error(path + ": HTTP " + response.status);
+  if (!response.ok) {
+    let detail = "";
+    try { detail = (await response.json()).error || ""; } catch (ignored) {}
+    throw new Error(path + ": HTTP " + response.status + (detail ? " (" + detail + ")" : ""));
+  }
   return response.json();
 }
 
+// Each part is drawn from its own answer: while the journal's database does not answer, the
+// stations (this one live) still update and the queue and journal keep their last state.
 async function refresh() {
-  try {
-    const [stations, queue, journal] = await Promise.all([get("/api/stations"), get("/api/queue"), get("/api/journal?limit=20")]);
-    renderStations(stations.stations);
-    renderQueue(queue);
-    renderJournal(journal.entries);
+  const parts = [["/api/stations", data => renderStations(data.stations)], ["/api/queue", renderQueue],
+                 ["/api/journal?limit=20", data => renderJournal(data.entries)]];
+  const results = await Promise.allSettled(parts.map(([path]) => get(path)));
+  const errors = [];
+  results.forEach((result, index) => {
+    if (result.status === "fulfilled") parts[index][1](result.value);
+    else errors.push(String(result.reason && result.reason.message || result.reason));
+  });
+  if (results.some(result => result.status === "fulfilled")) {
     document.getElementById("updated").textContent = new Date().toLocaleTimeString();
-    document.getElementById("error").textContent = "";
-  } catch (error) {
-    document.getElementById("error").textContent = String(error.message || error);
   }
+  document.getElementById("error").textContent = errors.join(" · ");
   setTimeout(refresh, 1000);
 }
 refresh();

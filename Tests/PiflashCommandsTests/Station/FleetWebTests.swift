@@ -142,4 +142,62 @@ struct FleetWebTests {
         kill(first.pid, SIGTERM)
         #expect(first.finish(timeout: 60).status == 0)
     }
+
+    @Test("the journal's database stopped: the page still shows this station live and why the others are unknown, queue and journal answer 503, the password never shows; all back once it answers")
+    func databaseDown() throws {
+        // Its own server: this test stops and starts it.
+        let server = try PostgreSQLTestServer()
+        _ = try server.createDatabase("journal")
+        // Trust authentication ignores the password: it is there to be looked for in every answer.
+        let password = "pw-" + UUID().uuidString.prefix(12).lowercased()
+        let url = "postgresql://\(server.user):\(password)@127.0.0.1:\(server.port)/journal"
+        let fixture = try StationFixture(slots: [240, 241], hosts: ["pi-01"])
+        let port = try Web.freePort()
+        let base = "http://127.0.0.1:\(port)"
+        let fleet = FleetStationTests()
+        let one = try fleet.stationFile(fixture, name: "bench-1", journal: url, slots: [0], queue: ["pi-01"], timeout: 6,
+                                        extra: "[web]\nlisten = \"127.0.0.1:\(port)\"\n")
+        let two = try fleet.stationFile(fixture, name: "bench-2", journal: url, slots: [1], queue: ["pi-01"], timeout: 6)
+        let first = try fixture.startStation(config: one)
+        defer { if first.isRunning { kill(first.pid, SIGKILL) } }
+        let second = try fixture.startStation(config: two)
+        defer { if second.isRunning { kill(second.pid, SIGKILL) } }
+        let listed = try Web.waitFor(timeout: 30) { try stations(base).flatMap { $0.count == 2 ? $0 : nil } }
+        #expect(listed != nil, "both stations are listed while the database answers")
+
+        try server.stop()
+        #expect(StationEvents(first).next(timeout: 60) { $0["event"] as? String == "journal" && $0["state"] as? String == "unreachable" }
+            != nil, "station A notices the journal is gone")
+        let alone = try #require(try stations(base), "/api/stations answers without the database")
+        #expect(alone.count == 1 && alone.first?["name"] as? String == "station@bench-1")
+        #expect(((alone.first?["slots"] as? [[String: Any]]) ?? []).map { $0["slot"] as? String } == ["TA"])
+        let reason = try #require(alone.first?["journal_error"] as? String, "the reason the others are unknown")
+        #expect(reason.contains("127.0.0.1:\(server.port)"), "\(reason)")
+        for path in ["/api/queue", "/api/journal?limit=5"] {
+            let reply = try Web.get(base + path)
+            #expect(reply.status == 503, "\(path): \(reply.status) \(reply.body)")
+        }
+        let dom = try Chromium.dumpDOM(base + "/", profile: fixture.scratch.file("chromium-down"))
+        #expect(dom.contains("data-station=\"station@bench-1\""), "\(dom.suffix(3000))")
+        #expect(dom.contains("data-slot=\"TA\" data-state=\"idle\""), "this station's slot is still drawn")
+        #expect(dom.contains("other stations unknown: "))
+        #expect(dom.contains("/api/queue: HTTP 503"), "the page says what it cannot show")
+        for path in ["/api/stations", "/api/slots", "/api/queue", "/api/journal?limit=5", "/"] {
+            #expect(!(try Web.get(base + path).body.contains(password)), "\(path) shows no password")
+        }
+        #expect(!dom.contains(password))
+
+        try server.start()
+        let back = try Web.waitFor(timeout: 60) { () -> [[String: Any]]? in
+            guard let list = try stations(base), list.count == 2, list[0]["journal_error"] is NSNull,
+                  list[1]["stale"] as? Bool == false else { return nil }
+            return list
+        }
+        #expect(back != nil, "both stations again once the database answers")
+        #expect(try Web.get(base + "/api/queue").status == 200)
+
+        for station in [first, second] { kill(station.pid, SIGTERM) }
+        #expect(first.finish(timeout: 60).status == 0)
+        #expect(second.finish(timeout: 60).status == 0)
+    }
 }
