@@ -100,6 +100,11 @@ struct FleetWebTests {
         #expect(remoteDone["state"] as? String == "verified" && remoteDone["host"] as? String == hostB)
         let idB = rows.first { $0[2] == "TC" }.flatMap { Int($0[0]) }
         #expect(remoteDone["journal_id"] as? Int == idB, "B's slot names its journal row")
+        // Several requests on one kept-alive connection (curl reuses it): answered in order.
+        let many = try Shell.run(["curl", "-s", "-m", "20", "-w", "\\n", base + "/api/queue", base + "/api/stations",
+                                  base + "/api/journal?limit=1", base + "/api/slots"])
+        #expect(many.stdout.split(separator: "\n").filter { !$0.isEmpty }.map { String($0.prefix(12)) }
+            == ["{\"done\":2,\"c", "{\"stations\":", "{\"entries\":[", "{\"slots\":[{\""], "\(many.stdout.prefix(400))")
         let queue = try #require(try Web.get(base + "/api/queue").json)
         #expect(queue["done"] as? Int == 2 && queue["claimed"] as? Int == 0 && queue["remaining"] as? Int == 2, "\(queue)")
 
