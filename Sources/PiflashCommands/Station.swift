@@ -26,8 +26,9 @@ struct Station: AsyncParsableCommand {
             terminal, a log line per change; with --json, `slot` events. The state is also written to the state \
             file. With a [web] table the station serves a read-only web page and a JSON API under /api/ \
             (stations, slots, queue, journal?limit=N) showing every station of its journal: itself live, the \
-            others as their last heartbeat left them, marked stale past heartbeat_timeout; a listener that is not loopback needs token_file, and \
-            requests without the token (Authorization: Bearer, or ?token=) get 401. See piflash-station(8).
+            others as their last heartbeat left them, marked stale past heartbeat_timeout; a listener that is \
+            not loopback needs token_file, and requests without the token (Authorization: Bearer, or ?token=) \
+            get 401. See piflash-station(8).
             """
     )
 

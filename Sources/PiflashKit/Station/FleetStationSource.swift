@@ -62,7 +62,8 @@ public struct FleetStationSource: StationSnapshotSource {
         let known = age.isFinite ? max(0, age) : nil
         return StationSnapshot(
             name: "station@\(beat.name)", machine: beat.machine, pid: beat.pid, config: nil, hosts: nil,
-            startedAt: beat.startedAt, updatedAt: known.map { now.addingTimeInterval(-$0) } ?? Date(timeIntervalSince1970: 0),
+            startedAt: beat.startedAt,
+            updatedAt: known.map { now.addingTimeInterval(-$0) } ?? Date(timeIntervalSince1970: 0),
             running: (known ?? .infinity) <= heartbeatTimeout, slots: slots(fromHeartbeat: beat.slots), isLocal: false,
             heartbeatAge: known)
     }

@@ -56,7 +56,8 @@ public struct StationSnapshot: Sendable {
             ("name", .string(name)), ("machine", .string(machine)), ("pid", .int(Int64(pid))), ("config", .string(config)),
             ("hosts", .string(hosts)), ("started_at", .string(iso8601UTC(startedAt))),
             ("updated_at", .string(iso8601UTC(updatedAt))), ("running", .bool(running)), ("local", .bool(isLocal)),
-            ("stale", .bool(isStale)), ("heartbeat_age_seconds", heartbeatAge.map { .double(($0 * 10).rounded() / 10) } ?? .null),
+            ("stale", .bool(isStale)),
+            ("heartbeat_age_seconds", heartbeatAge.map { .double(($0 * 10).rounded() / 10) } ?? .null),
             ("journal_error", .string(journalError)),
             ("slots", .array(slots.map { .object($0.jsonFields) })),
         ])
@@ -153,7 +154,8 @@ public struct LocalStationSource: StationSnapshotSource {
     }
 
     public func queue() throws -> QueueSnapshot {
-        try QueueSnapshot.read(queue: daemon.config.queue, journal: daemon.journal, staleAfter: daemon.config.heartbeatTimeout)
+        try QueueSnapshot.read(queue: daemon.config.queue, journal: daemon.journal,
+                               staleAfter: daemon.config.heartbeatTimeout)
     }
 
     public func journal(limit: Int) throws -> [JournalEntry] {
