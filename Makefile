@@ -3,7 +3,8 @@
 #   make test     install what is missing, start udevd, run the whole test suite
 #   make bench    the side-by-side benchmarks (piflash vs dd vs bmaptool vs the card's limit)
 #   make install  PREFIX=/usr/local DESTDIR=  binary (stripped), man pages, udev rules, systemd unit, completions
-#   make deb      dist/piflash_VERSION_ARCH.deb (dpkg-deb), checked by `make deb-check`
+#   make deb      dist/piflash_VERSION_ARCH.deb (dpkg-deb), checked by `make deb-check` (its files,
+#                 then install/upgrade/remove/purge on an offline overlay copy of this machine)
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -109,9 +110,11 @@ deb: release
 	scripts/mk-deb $(RELEASE_BIN) $(DIST)
 
 # Builds the package and checks it (dpkg-deb --info/--contents, files, stripped, runs, Depends:,
-# lintian) without installing it on this machine.
+# lintian), then installs, runs, upgrades, removes and purges it on a throwaway overlay copy of
+# this machine's root without network (scripts/deb-lifecycle; root): this machine stays unchanged.
 deb-check: deb
 	scripts/check-deb $(DIST)/piflash_$$($(RELEASE_BIN) --version | tr -d '[:space:]')_$$(dpkg --print-architecture).deb
+	scripts/deb-lifecycle $(DIST)/piflash_$$($(RELEASE_BIN) --version | tr -d '[:space:]')_$$(dpkg --print-architecture).deb
 
 clean:
 	rm -rf .build $(DEMO) $(DIST)

@@ -25,8 +25,10 @@ struct Station: AsyncParsableCommand {
             progress bar with rate and ETA, or how long ago the last result came and why it failed; not on a \
             terminal, a log line per change; with --json, `slot` events. The state is also written to the state \
             file. With a [web] table the station serves a read-only web page and a JSON API under /api/ \
-            (stations, slots, queue, journal?limit=N); a listener that is not loopback needs token_file, and \
-            requests without the token (Authorization: Bearer, or ?token=) get 401. See piflash-station(8).
+            (stations, slots, queue, journal?limit=N) showing every station of its journal: itself live, the \
+            others as their last heartbeat left them, marked stale past heartbeat_timeout; a listener that is \
+            not loopback needs token_file, and requests without the token (Authorization: Bearer, or ?token=) \
+            get 401. See piflash-station(8).
             """
     )
 
@@ -61,8 +63,8 @@ struct Station: AsyncParsableCommand {
                 runRecorded(job, command: "station", journalPath: stationConfig.journal, journal: journal,
                             hostName: hostName, slot: slot, reporter: reporter)
             }
-            // Every view reads the one stream of the station; the web page and the terminal
-            // screen read its state through the same source.
+            // Every view reads the one stream of the station; the terminal screen reads this
+            // station's state, the web page every station of the journal (this one live).
             let source = LocalStationSource(daemon: daemon)
             if json {
                 daemon.stream.add(JSONLinesView(board: daemon.board))
@@ -70,7 +72,8 @@ struct Station: AsyncParsableCommand {
                 daemon.stream.add(ConsoleView(mode: isatty(STDOUT_FILENO) == 1 ? .terminal : .log, source: source))
             }
             if let webConfig = stationConfig.web {
-                web = try WebServer(config: webConfig, api: WebAPI(source: source, token: try webConfig.readToken()))
+                web = try WebServer(config: webConfig, api: WebAPI(source: FleetStationSource(daemon: daemon),
+                                                                   token: try webConfig.readToken()))
                 daemon.stream.send(.note("web page on http://\(webConfig.listen)/"
                                          + (webConfig.tokenFile.map { " (token in \($0))" } ?? "")))
             }

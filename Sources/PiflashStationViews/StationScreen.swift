@@ -17,7 +17,7 @@ public struct StationScreen: Sendable {
 
     /// The screen's lines, none wider than ``width`` - 1 (so no line wraps).
     public func lines(station: StationSnapshot, queue: QueueSnapshot?, messages: [String]) -> [String] {
-        var lines = ["piflash station \(station.machine) · hosts \(station.hosts)"]
+        var lines = ["piflash station \(station.machine) · hosts \(station.hosts ?? "?")"]
         if let queue, !queue.hosts.isEmpty {
             lines.append("queue: \(queue.count(.done)) done, \(queue.count(.claimed)) flashing, "
                          + "\(queue.count(.remaining)) remaining of \(queue.hosts.count)")

@@ -33,9 +33,12 @@ public struct WebResponse: Sendable, Equatable {
 /// The read-only web page and its JSON API, without the network: a request in, a response out.
 ///
 /// - `GET /` the page (it reads the API below and polls it every second);
-/// - `GET /api/stations` every station with its slots; `GET /api/slots` the slots of all of them;
-///   `GET /api/queue` the queue (done, claimed, remaining); `GET /api/journal?limit=N` the newest
-///   journal entries (default 20, at most 500) without the injected files' digests;
+/// - `GET /api/stations` every station with its slots (the serving one first and live, the others
+///   of a shared journal as their last heartbeat left them, `stale` with `heartbeat_age_seconds`
+///   once it is older than the heartbeat timeout); `GET /api/slots` the slots of all of them, each
+///   with its `station` and `station_stale`; `GET /api/queue` the queue (done, claimed, remaining);
+///   `GET /api/journal?limit=N` the newest journal entries of every station (default 20, at most
+///   500) without the injected files' digests;
 /// - with a token: every request needs `Authorization: Bearer TOKEN` or `?token=TOKEN`, else 401.
 public struct WebAPI: Sendable {
     private let source: any StationSnapshotSource
@@ -74,7 +77,10 @@ public struct WebAPI: Sendable {
                 return .json(.object([("stations", .array(try source.stations().map(\.json)))]))
             case "/api/slots":
                 let slots = try source.stations().flatMap { station in
-                    station.slots.map { JSONValue.object([("station", .string(station.name))] + $0.jsonFields) }
+                    station.slots.map {
+                        JSONValue.object([("station", .string(station.name))] + $0.jsonFields
+                                         + [("station_stale", .bool(station.isStale))])
+                    }
                 }
                 return .json(.object([("slots", .array(slots))]))
             case "/api/queue":

@@ -1,5 +1,6 @@
 /// The web page: one self-contained HTML document (no external files) that reads `/api/` every
-/// second and renders every station's slots (state, host, card, a progress bar with rate and
+/// second and renders every station's slots (a station whose heartbeat is stale greyed, with
+/// the heartbeat's age) (state, host, card, a progress bar with rate and
 /// ETA), the queue and the newest journal entries. Narrow screens (a phone) get one column.
 /// The tab's title sums the slots up (`piflash · A flashing 42% · B verified`), so a glance at
 /// the tab says enough.
@@ -20,6 +21,8 @@ enum WebPage {
   .meta { color: var(--dim); font-size: .85em; }
   .stations, .slots { display: grid; gap: 10px; }
   .station { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 10px; }
+  .station[data-stale=true] { opacity: .6; border-style: dashed; }
+  .station .stale { color: var(--bad); font-weight: 600; }
   .slots { grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); margin-top: 8px; }
   .slot { border: 1px solid var(--line); border-left: 6px solid var(--dim); border-radius: 6px; padding: 8px; }
   .slot[data-state=flashing] { border-left-color: var(--busy); }
@@ -118,16 +121,26 @@ function slotCard(slot) {
   return node;
 }
 
+function stationLine(station) {
+  const parts = [station.local ? "this station" : station.machine];
+  if (station.hosts) parts.push("hosts " + station.hosts);
+  if (station.local) parts.push("running");
+  else if (!station.stale) parts.push("heartbeat " + ago(station.updated_at));
+  return parts.join(" · ");
+}
+
 function renderStations(stations) {
   const box = document.getElementById("stations");
   box.replaceChildren(...stations.map(station =>
-    el("div", { class: "station", "data-station": station.name },
-      el("div", {}, el("b", {}, station.name), " ",
-         el("span", { class: "meta" }, "hosts " + station.hosts + " · " + (station.running ? "running" : "stopped")
-           + " · seen " + ago(station.updated_at))),
+    el("div", { class: "station", "data-station": station.name, "data-stale": String(station.stale) },
+      el("div", {}, el("b", {}, station.name), " ", el("span", { class: "meta" }, stationLine(station)),
+         station.stale ? el("span", { class: "stale" }, " · stale: no heartbeat for "
+           + duration(station.heartbeat_age_seconds) + " (slots as last seen)") : null),
+      station.journal_error ? el("div", { class: "bad" }, "other stations unknown: " + station.journal_error) : null,
       el("div", { class: "slots" }, ...station.slots.map(slotCard)))));
-  const summary = stations.flatMap(s => s.slots).map(s =>
-    s.slot + " " + s.state + (s.state === "flashing" && s.percent !== null ? " " + s.percent + "%" : ""));
+  const summary = stations.flatMap(station => station.slots.map(s =>
+    (stations.length > 1 ? station.name.replace(/^station@/, "") + ":" : "") + s.slot + " " + s.state
+      + (s.state === "flashing" && s.percent !== null ? " " + s.percent + "%" : "")));
   document.title = "piflash · " + summary.join(" · ");
 }
 
@@ -159,21 +172,29 @@ function renderJournal(entries) {
 
 async function get(path) {
   const response = await fetch(path, { headers, cache: "no-store" });
-  if (!response.ok) throw new Error(path + ": HTTP " + response.status);
+  if (!response.ok) {
+    let detail = "";
+    try { detail = (await response.json()).error || ""; } catch (ignored) {}
+    throw new Error(path + ": HTTP " + response.status + (detail ? " (" + detail + ")" : ""));
+  }
   return response.json();
 }
 
+// Each part is drawn from its own answer: while the journal's database does not answer, the
+// stations (this one live) still update and the queue and journal keep their last state.
 async function refresh() {
-  try {
-    const [stations, queue, journal] = await Promise.all([get("/api/stations"), get("/api/queue"), get("/api/journal?limit=20")]);
-    renderStations(stations.stations);
-    renderQueue(queue);
-    renderJournal(journal.entries);
+  const parts = [["/api/stations", data => renderStations(data.stations)], ["/api/queue", renderQueue],
+                 ["/api/journal?limit=20", data => renderJournal(data.entries)]];
+  const results = await Promise.allSettled(parts.map(([path]) => get(path)));
+  const errors = [];
+  results.forEach((result, index) => {
+    if (result.status === "fulfilled") parts[index][1](result.value);
+    else errors.push(String(result.reason && result.reason.message || result.reason));
+  });
+  if (results.some(result => result.status === "fulfilled")) {
     document.getElementById("updated").textContent = new Date().toLocaleTimeString();
-    document.getElementById("error").textContent = "";
-  } catch (error) {
-    document.getElementById("error").textContent = String(error.message || error);
   }
+  document.getElementById("error").textContent = errors.join(" · ");
   setTimeout(refresh, 1000);
 }
 refresh();

@@ -12,9 +12,10 @@ import Testing
 struct FleetStationTests {
     static let hosts = (1...6).map { String(format: "pi-%02d", $0) }
 
-    /// A station file for `name` with the fixture's slots at `slots` (indices into its loops).
+    /// A station file for `name` with the fixture's slots at `slots` (indices into its loops), and
+    /// `extra` tables (e.g. `[web]`).
     func stationFile(_ fixture: StationFixture, name: String, journal: String, slots: [Int], queue: [String],
-                     timeout: Int = 4) throws -> String {
+                     timeout: Int = 4, extra: String = "") throws -> String {
         var text = """
             hosts = "hosts"
             journal = "\(journal)"
@@ -23,6 +24,7 @@ struct FleetStationTests {
             queue = [\(queue.map { "\"\($0)\"" }.joined(separator: ", "))]
             eject = false
             heartbeat_timeout = \(timeout)
+            \(extra)
 
             """
         for index in slots {

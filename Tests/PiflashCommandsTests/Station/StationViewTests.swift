@@ -118,6 +118,59 @@ struct StationViewTests {
         #expect(WebAPI(source: source(), token: nil).respond(method: "GET", uri: "/api/queue", authorization: nil).status == 200)
     }
 
+    @Test("the fleet source: this station live and first, the journal's other stations from their heartbeats (stale past the timeout, with the age), the shared queue")
+    func fleetSource() throws {
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("piflash-fleet-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let journal = try Journal(path: scratch + "/journal.sqlite")
+        let remoteSlots = [
+            SlotStatus(slot: "C", state: .flashing(phase: "write", done: 1 << 20, total: 4 << 20, rate: 1e6), device: "/dev/sdc",
+                       card: card, host: "pi-02", since: now),
+            SlotStatus(slot: "D", since: now),
+        ]
+        let slotsJSON = JSONValue.array(remoteSlots.map { .object($0.jsonFields) }).serialized()
+        // This station's own (older) heartbeat row and another station's.
+        try journal.heartbeat(StationHeartbeat(name: "bench", machine: "m1", pid: 1, startedAt: now, slots: "[]"), claimants: [])
+        try journal.heartbeat(StationHeartbeat(name: "bench-2", machine: "m2", pid: 77, startedAt: now, slots: slotsJSON),
+                              claimants: [])
+        _ = try journal.claimNextHost(queue: ["pi-02"], claimant: "station@bench-2:C")
+        _ = try journal.record(JournalEntry(command: "station", host: "pi-01", slot: "A", imagePath: "/i", ok: true))
+        let local = FixedSource(snapshot: station([SlotStatus(slot: "A", state: .verified(alreadyProvisioned: false))]),
+                                entries: [])
+        let fleet = FleetStationSource(local: local, localName: "bench", journal: journal,
+                                       queue: ["pi-01", "pi-02", "pi-03"], heartbeatTimeout: 60)
+        let stations = try fleet.stations()
+        #expect(stations.map(\.name) == ["station@bench", "station@bench-2"], "this station once, live, first")
+        #expect(stations[0].isLocal && stations[0].slots.map(\.slot) == ["A"])
+        let remote = stations[1]
+        #expect(!remote.isLocal && remote.running && !remote.isStale && remote.machine == "m2" && remote.pid == 77)
+        #expect(remote.slots == remoteSlots, "the heartbeat's slots, read back")
+        #expect(remote.hosts == nil && remote.config == nil)
+        #expect((remote.heartbeatAge ?? -1) >= 0 && (remote.heartbeatAge ?? 99) < 30)
+
+        // Past the timeout: stale, with the age, measured back from now.
+        let old = FleetStationSource.snapshot(StationHeartbeat(name: "bench-3", machine: "m3", pid: 5, startedAt: now,
+                                                               slots: slotsJSON), age: 90, now: now, heartbeatTimeout: 60)
+        #expect(old.isStale && !old.running && old.heartbeatAge == 90 && old.updatedAt == now.addingTimeInterval(-90))
+        let json = old.json.serialized()
+        #expect(json.contains("\"stale\":true") && json.contains("\"heartbeat_age_seconds\":90"), "\(json)")
+        #expect(FleetStationSource.slots(fromHeartbeat: "not json").isEmpty)
+
+        let queue = try fleet.queue()
+        #expect(queue.hosts.map(\.standing) == [.done, .claimed, .remaining])
+        #expect(queue.hosts[1].claimant == "station@bench-2:C" && queue.hosts[0].journalID != nil)
+        // A claim older than the timeout is not claimed any more: the host is remaining.
+        let strict = FleetStationSource(local: local, localName: "bench", journal: journal,
+                                        queue: ["pi-01", "pi-02", "pi-03"], heartbeatTimeout: -1)
+        #expect(try strict.queue().hosts.map(\.standing) == [.done, .remaining, .remaining])
+        #expect(try fleet.journal(limit: 5).map(\.host) == ["pi-01"])
+
+        let api = WebAPI(source: fleet, token: nil)
+        let slots = api.respond(method: "GET", uri: "/api/slots", authorization: nil).body
+        #expect(slots.contains("\"station\":\"station@bench-2\",\"slot\":\"C\",\"state\":\"flashing\""), "\(slots)")
+        #expect(slots.contains("\"station_stale\":false"))
+    }
+
     @Test("[web]: listen parsed; anything but loopback needs token_file; a short token is refused")
     func webTable() throws {
         let slot = "[[slot]]\nname = \"A\"\nmatch = { PIFLASH_SLOT = \"A\" }\nhost = \"x\"\n"
