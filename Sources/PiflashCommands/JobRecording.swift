@@ -10,7 +10,7 @@ import PiflashKit
 /// is opened for this job, and what it had to keep back is retried for a while before giving up.
 func runRecorded(
     _ job: FlashJob, command: String, journalPath: String?, journal opened: Journal? = nil, hostName: String? = nil,
-    slot: String? = nil, reporter: Reporter
+    slot: String? = nil, station: String? = nil, reporter: Reporter
 ) -> FlashResult {
     let journal: Journal?
     if let opened {
@@ -24,7 +24,7 @@ func runRecorded(
         }
     }
     var entry = JournalEntry(
-        command: command, host: hostName ?? job.host, slot: slot,
+        command: command, host: hostName ?? job.host, slot: slot, station: station,
         devicePath: job.target.kind == .device ? job.target.path : nil, deviceModel: job.target.model,
         deviceSerial: job.target.serial, deviceByPath: job.target.byPath, deviceSize: job.target.size,
         outputPath: job.target.kind == .output ? job.target.path : nil, imagePath: job.image.path)

@@ -59,9 +59,10 @@ struct Station: AsyncParsableCommand {
             // One journal for the station and its jobs: what a lost PostgreSQL connection keeps
             // back is written by the station's heartbeat once the server answers again.
             let journal = try Journal(path: Journal.defaultPath(explicit: stationConfig.journal))
+            let stationName = StationDaemon.name(for: stationConfig)
             daemon = try StationDaemon(config: stationConfig, journal: journal) { job, hostName, slot, reporter in
                 runRecorded(job, command: "station", journalPath: stationConfig.journal, journal: journal,
-                            hostName: hostName, slot: slot, reporter: reporter)
+                            hostName: hostName, slot: slot, station: stationName, reporter: reporter)
             }
             // Every view reads the one stream of the station; the terminal screen reads this
             // station's state, the web page every station of the journal (this one live).

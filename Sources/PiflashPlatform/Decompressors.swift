@@ -25,19 +25,52 @@ public final class ImageReader {
     public let compression: Compression
     /// The size of the file on disk.
     public let fileSize: UInt64
-    /// The uncompressed size, where the format says it (raw: the file size; zstd: the frame header;
+    /// The uncompressed size, where the format says it (raw: the file size; zstd: every frame's header;
     /// xz: the index). Nil for gzip and for zstd streams written without a size.
     public let uncompressedSize: UInt64?
 
-    /// The sum of every frame's content size (`ZSTD_findDecompressedSize` over the mapped file:
-    /// it walks the frame and block headers, so a multi-frame file, as `pzstd` makes, is not
-    /// mistaken for its first frame); nil when a frame does not say its size or the file is damaged.
+    /// The sum of every frame's content size: the frame headers are walked with `pread` (each
+    /// block's 3-byte header says how far the next one is), so a multi-frame file, as `pzstd` makes,
+    /// is not mistaken for its first frame, and nothing but a few bytes per block is read (the file
+    /// is not mapped: its pages would count as the process's memory). Nil when a frame does not
+    /// say its size or the file is damaged (the decompressor then says how).
     private static func zstdUncompressedSize(fd: Int32, fileSize: UInt64) -> UInt64? {
-        guard fileSize > 0, let mapped = mmap(nil, Int(fileSize), PROT_READ, MAP_PRIVATE, fd, 0), mapped != MAP_FAILED
-        else { return nil }
-        defer { munmap(mapped, Int(fileSize)) }
-        let size = ZSTD_findDecompressedSize(mapped, Int(fileSize))
-        return size >= UInt64.max - 1 ? nil : size
+        func bytes(_ count: Int, at offset: UInt64) -> [UInt8]? {
+            var buffer = [UInt8](repeating: 0, count: count)
+            let got = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, off_t(offset)) }
+            return got == count ? buffer : nil
+        }
+        func little(_ b: [UInt8]) -> UInt64 { b.reversed().reduce(0) { $0 << 8 | UInt64($1) } }
+        var offset: UInt64 = 0
+        var total: UInt64 = 0
+        while offset < fileSize {
+            guard let magic = bytes(4, at: offset) else { return nil }
+            let value = little(magic)
+            if value & 0xFFFF_FFF0 == 0x184D_2A50 {
+                // A skippable frame: its 4-byte size, then that many bytes.
+                guard let size = bytes(4, at: offset + 4) else { return nil }
+                offset += 8 + little(size)
+                continue
+            }
+            guard value == 0xFD2F_B528, let header = bytes(min(18, Int(fileSize - offset)), at: offset) else { return nil }
+            var frame = ZSTD_frameHeader()
+            let rc = header.withUnsafeBytes { ZSTD_getFrameHeader(&frame, $0.baseAddress, $0.count) }
+            guard rc == 0, frame.frameContentSize < UInt64.max - 1 else { return nil }
+            total += frame.frameContentSize
+            offset += UInt64(frame.headerSize)
+            while true {
+                guard let block = bytes(3, at: offset) else { return nil }
+                let word = little(block)
+                let last = word & 1 == 1
+                let type = (word >> 1) & 3
+                let size = word >> 3
+                guard type != 3 else { return nil }
+                offset += 3 + (type == 1 ? 1 : size)
+                if last { break }
+            }
+            if frame.checksumFlag != 0 { offset += 4 }
+        }
+        return offset == fileSize ? total : nil
     }
     /// How many bytes of the file have been consumed.
     public private(set) var compressedBytesRead: UInt64 = 0

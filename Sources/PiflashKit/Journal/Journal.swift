@@ -24,6 +24,8 @@ public struct JournalEntry: Sendable, Equatable, Codable {
     public var host: String?
     /// The station slot, for station flashes.
     public var slot: String?
+    /// The station that flashed the card (`station` entries; its file's `name`, else its machine's).
+    public var station: String?
     /// The device node (`/dev/sdb`); nil for `--output`.
     public var devicePath: String?
     public var deviceModel: String?
@@ -63,7 +65,7 @@ public struct JournalEntry: Sendable, Equatable, Codable {
 
     public init(
         id: Int64? = nil, startedAt: Date = Date(), finishedAt: Date? = nil, command: String, host: String? = nil,
-        slot: String? = nil, devicePath: String? = nil, deviceModel: String? = nil, deviceSerial: String? = nil,
+        slot: String? = nil, station: String? = nil, devicePath: String? = nil, deviceModel: String? = nil, deviceSerial: String? = nil,
         deviceByPath: String? = nil, deviceSize: UInt64? = nil, outputPath: String? = nil, imagePath: String,
         imageSHA256: String? = nil, bytes: UInt64? = nil, writeSeconds: Double? = nil, verifySeconds: Double? = nil,
         injectSeconds: Double? = nil, writeRate: Double? = nil, verifyRate: Double? = nil, files: [InjectedFile] = [],
@@ -77,6 +79,7 @@ public struct JournalEntry: Sendable, Equatable, Codable {
         self.command = command
         self.host = host
         self.slot = slot
+        self.station = station
         self.devicePath = devicePath
         self.deviceModel = deviceModel
         self.deviceSerial = deviceSerial
@@ -117,6 +120,7 @@ public struct JournalEntry: Sendable, Equatable, Codable {
             ("command", .string(command)),
             ("host", .string(host)),
             ("slot", .string(slot)),
+            ("station", .string(station)),
             ("device", .string(devicePath)),
             ("device_model", .string(deviceModel)),
             ("device_serial", .string(deviceSerial)),
@@ -575,7 +579,7 @@ public final class Journal: Sendable {
         "started_at", "finished_at", "command", "host", "slot", "device_path", "device_model", "device_serial",
         "device_by_path", "device_size", "output_path", "image_path", "image_sha256", "bytes", "write_seconds",
         "verify_seconds", "inject_seconds", "write_rate", "verify_rate", "host_key_fingerprint", "ok", "error",
-        "exit_code", "image_bytes", "mapped_bytes",
+        "exit_code", "image_bytes", "mapped_bytes", "station",
     ]
 
     private static func values(_ entry: JournalEntry) -> [SQLiteValue] {
@@ -588,6 +592,7 @@ public final class Journal: Sendable {
             .real(entry.injectSeconds), .real(entry.writeRate), .real(entry.verifyRate), .text(entry.hostKeyFingerprint),
             .integer(entry.ok ? 1 : 0), .text(entry.error), .integer(entry.exitCode.map { Int64($0) }),
             .integer(entry.imageBytes.map { Int64(clamping: $0) }), .integer(entry.mappedBytes.map { Int64(clamping: $0) }),
+            .text(entry.station),
         ]
     }
 
@@ -695,6 +700,7 @@ public final class Journal: Sendable {
             entry.imageBytes = row["image_bytes"].int64.map { UInt64(clamping: $0) }
             entry.mappedBytes = row["mapped_bytes"].int64.map { UInt64(clamping: $0) }
             entry.writtenRanges = written[id] ?? []
+            entry.station = row["station"].string
             return entry
         }
     }

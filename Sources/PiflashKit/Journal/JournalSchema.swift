@@ -186,6 +186,10 @@ enum JournalSchema {
                 """,
             ]
         },
+        // Fleet: which station flashed each card (two stations may both have a slot A).
+        JournalMigration(version: 6) { _ in
+            ["ALTER TABLE flashes ADD COLUMN station TEXT"]
+        },
     ]
 
     /// The newest version: the last step's.

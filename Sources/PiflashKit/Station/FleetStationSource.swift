@@ -61,7 +61,7 @@ public struct FleetStationSource: StationSnapshotSource {
     static func snapshot(_ beat: StationHeartbeat, age: Double, now: Date, heartbeatTimeout: Double) -> StationSnapshot {
         let known = age.isFinite ? max(0, age) : nil
         return StationSnapshot(
-            name: "station@\(beat.name)", machine: beat.machine, pid: beat.pid, config: nil, hosts: nil,
+            name: StationDaemon.label(of: beat.name), machine: beat.machine, pid: beat.pid, config: nil, hosts: nil,
             startedAt: beat.startedAt,
             updatedAt: known.map { now.addingTimeInterval(-$0) } ?? Date(timeIntervalSince1970: 0),
             running: (known ?? .infinity) <= heartbeatTimeout, slots: slots(fromHeartbeat: beat.slots), isLocal: false,

@@ -52,6 +52,19 @@ public final class StationDaemon: @unchecked Sendable {
     /// - Parameter journal: the journal the jobs record into (opened from the station file when nil).
     /// - Throws: ``PiflashError`` (exit 2) for a bad hosts folder or host file, (exit 1) when the
     ///   journal cannot be opened.
+    /// This machine's host name (`gethostname`).
+    public static var machineName: String {
+        var name = [UInt8](repeating: 0, count: 256)
+        gethostname(&name, name.count - 1)
+        return String(decoding: name.prefix { $0 != 0 }, as: UTF8.self)
+    }
+
+    /// The name a station with this file has in the journal: the file's `name`, else the machine's.
+    public static func name(for config: StationConfig) -> String { config.name ?? machineName }
+
+    /// How a station is shown and claims: `station@NAME`.
+    public static func label(of name: String) -> String { "station@\(name)" }
+
     public init(config: StationConfig, journal: Journal? = nil, runJob: @escaping StationJobRunner) throws {
         self.config = config
         self.runJob = runJob
@@ -59,10 +72,8 @@ public final class StationDaemon: @unchecked Sendable {
         self.stream = stream
         catalog = try HostCatalog(directory: config.hosts)
         self.journal = try journal ?? Journal(path: Journal.defaultPath(explicit: config.journal))
-        var name = [UInt8](repeating: 0, count: 256)
-        gethostname(&name, name.count - 1)
-        machine = String(decoding: name.prefix { $0 != 0 }, as: UTF8.self)
-        self.name = config.name ?? machine
+        machine = Self.machineName
+        self.name = Self.name(for: config)
         board = SlotBoard(slots: config.slots.map(\.name), stream: stream)
         rows = StationJournal(journal: self.journal, station: self.name, heartbeatTimeout: config.heartbeatTimeout)
         preparation = JobPreparation(config: config, catalog: catalog)

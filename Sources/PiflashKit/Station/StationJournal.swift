@@ -17,7 +17,7 @@ struct StationJournal: Sendable {
     }
 
     /// `station@NAME:slot`.
-    func claimant(_ slot: String) -> String { "station@\(station):\(slot)" }
+    func claimant(_ slot: String) -> String { StationDaemon.label(of: station) + ":" + slot }
 
     /// Gives back every claim a slot held when the station last stopped.
     func releaseStaleClaims(slots: [String]) {
@@ -52,7 +52,7 @@ struct StationJournal: Sendable {
     /// - Throws: when the journal cannot be written.
     func recordFailure(slot: String, disk: DiskDescription, host: String?, image: String?, error: PiflashError) throws {
         let entry = JournalEntry(
-            command: "station", host: host, slot: slot, devicePath: disk.devnode, deviceModel: disk.model,
+            command: "station", host: host, slot: slot, station: station, devicePath: disk.devnode, deviceModel: disk.model,
             deviceSerial: disk.serial, deviceByPath: disk.byPath, deviceSize: disk.size, imagePath: image ?? "",
             ok: false, error: error.description, exitCode: error.status.rawValue)
         _ = try journal.record(entry)
@@ -60,6 +60,6 @@ struct StationJournal: Sendable {
 
     /// The id of the newest entry of this slot and host (the job just recorded it).
     func latestEntryID(slot: String, host: String) -> Int64? {
-        (try? journal.entries(limit: 20))?.first { $0.slot == slot && $0.host == host }?.id
+        (try? journal.entries(limit: 20))?.first { $0.slot == slot && $0.host == host && ($0.station ?? station) == station }?.id
     }
 }

@@ -148,7 +148,7 @@ public struct LocalStationSource: StationSnapshotSource {
     }
 
     public func stations() throws -> [StationSnapshot] {
-        [StationSnapshot(name: "station@\(daemon.name)", machine: daemon.machine, pid: getpid(),
+        [StationSnapshot(name: StationDaemon.label(of: daemon.name), machine: daemon.machine, pid: getpid(),
                          config: daemon.config.path, hosts: daemon.catalog.directory, startedAt: daemon.startedAt,
                          updatedAt: Date(), running: true, slots: daemon.board.statuses)]
     }

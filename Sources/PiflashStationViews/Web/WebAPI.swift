@@ -113,6 +113,7 @@ public struct WebAPI: Sendable {
             ("command", .string(entry.command)),
             ("host", .string(entry.host)),
             ("slot", .string(entry.slot)),
+            ("station", .string(entry.station.map(StationDaemon.label(of:)))),
             ("device", .string(entry.devicePath)),
             ("device_model", .string(entry.deviceModel)),
             ("device_serial", .string(entry.deviceSerial)),

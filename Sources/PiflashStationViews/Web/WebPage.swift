@@ -162,7 +162,7 @@ function renderJournal(entries) {
     const cell = (label, text, cls) => el("td", { "data-label": label, class: cls }, text || "");
     return el("tr", { "data-entry": e.id, "data-result": e.result, "data-host": e.host },
       cell("#", String(e.id)), cell("finished", e.finished_at ? new Date(e.finished_at).toLocaleString() : "running"),
-      cell("host", e.host), cell("slot", e.slot),
+      cell("host", e.host), cell("slot", [e.station, e.slot].filter(Boolean).join(" · ")),
       cell("card", [e.device_model, bytes(e.device_size), e.device_serial ? "#" + e.device_serial : null].filter(Boolean).join(" ")),
       cell("reader", e.reader), cell("result", e.result + (e.error ? ": " + e.error : ""), e.ok ? "ok" : "bad"),
       cell("write", rate(e.write_rate)), cell("verify", rate(e.verify_rate)),

@@ -84,12 +84,16 @@ struct FleetWebTests {
                 "the open page follows B's card to the end: \(page.title() ?? "")")
 
         // The journal as psql reads it: the API's entries are the same rows, both stations'.
-        let rows = try server.psql(database, "SELECT id, host, slot FROM flashes WHERE ok = 1 ORDER BY id DESC")
+        let rows = try server.psql(database, "SELECT id, host, slot, station FROM flashes WHERE ok = 1 ORDER BY id DESC")
             .split(separator: "\n").map { $0.split(separator: "|").map(String.init) }
-        #expect(Set(rows.map { $0[1] + "@" + $0[2] }) == ["\(hostA)@TA", "\(hostB)@TC"], "\(rows)")
+        #expect(Set(rows.map { $0[1] + "@" + $0[2] + "/" + $0[3] }) == ["\(hostA)@TA/bench-1", "\(hostB)@TC/bench-2"],
+                "each entry names its station: \(rows)")
         let entries = try #require(try Web.get(base + "/api/journal?limit=10").json?["entries"] as? [[String: Any]])
-        #expect(entries.map { "\($0["id"] as? Int ?? -1)|\($0["host"] as? String ?? "")|\($0["slot"] as? String ?? "")" }
-            == rows.map { $0.joined(separator: "|") }, "the API's entries are the journal's, newest first")
+        #expect(entries.map {
+            "\($0["id"] as? Int ?? -1)|\($0["host"] as? String ?? "")|\($0["slot"] as? String ?? "")|"
+                + ($0["station"] as? String ?? "").replacingOccurrences(of: "station@", with: "")
+        } == rows.map { $0.joined(separator: "|") }, "the API's entries are the journal's, newest first")
+        #expect(entries.allSatisfy { ($0["station"] as? String ?? "").hasPrefix("station@") })
         #expect(entries.allSatisfy { $0["ok"] as? Bool == true && ($0["host_key_fingerprint"] as? String ?? "").hasPrefix("SHA256:") })
 
         // B's slots from A's API, and the queue: two done, two remaining, nothing claimed.

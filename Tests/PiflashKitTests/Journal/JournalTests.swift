@@ -115,6 +115,14 @@ struct JournalTests {
         entry.hostKeyFingerprint = "SHA256:5fEFhhsioEBdFJcRBapCJ4LhqIzjzmDCP53ednmNSmI"
         entry.ok = true
         entry.exitCode = 0
+        // A mapped flash by a station: what it wrote, and where, with the image's digests there.
+        entry.station = "bench-2"
+        entry.imageBytes = 2_147_483_648
+        entry.mappedBytes = 1_300_000_768
+        entry.writtenRanges = [
+            WrittenRange(offset: 0, length: 42 << 20, sha256: String(repeating: "3", count: 64)),
+            WrittenRange(offset: 64 << 20, length: 1_300_000_768 - (42 << 20), sha256: String(repeating: "4", count: 64)),
+        ]
         try journal.finish(entry)
 
         let stored = try #require(try journal.entry(id: id))
@@ -139,6 +147,10 @@ struct JournalTests {
                 == "2026-11-18T11:06:40.250Z|2026-11-18T11:08:10.500Z")
             #expect(try independentSQL(backend, path, "SELECT count(*), sum(CASE WHEN mode = 384 THEN 1 ELSE 0 END), max(uid) FROM injected_files WHERE flash_id = \(id)")
                 == "3|1|1000")
+            #expect(try independentSQL(backend, path, "SELECT station, image_bytes, mapped_bytes FROM flashes WHERE id = \(id)")
+                == "bench-2|2147483648|1300000768")
+            #expect(try independentSQL(backend, path, "SELECT count(*), sum(length) FROM written_ranges WHERE flash_id = \(id)")
+                == "2|1300000768")
         }
         if backend == .sqlite && sqliteCLI {
             #expect(try sqlite3(path, "PRAGMA journal_mode") == "wal")
