@@ -131,25 +131,13 @@ public struct PartitionTable: Sendable, Equatable {
         let (tableType, tableID, partitions) = try readTable(probe, path: path)
         var entries = partitions
         // libblkid reads with unaligned buffers: the borrowed descriptor does buffered I/O meanwhile.
-        try withoutDirectIO(fd, path: path) {
+        try DeviceFile.withBufferedIO(fd, path: path) {
             for index in entries.indices where entries[index].size > 0 {
                 entries[index].filesystem = try probeFilesystem(
                     fd: fd, offset: entries[index].offset, size: entries[index].size, path: path)
             }
         }
         return PartitionTable(type: tableType, id: tableID, partitions: entries)
-    }
-
-    /// Runs `body` with `O_DIRECT` cleared on `fd` (`fcntl(F_SETFL)`), restoring the flags after.
-    static func withoutDirectIO<T>(_ fd: Int32, path: String, _ body: () throws -> T) throws -> T {
-        let flags = fcntl(fd, F_GETFL)
-        guard flags >= 0 else { throw PiflashError.system("fcntl(F_GETFL)", errno: errno, path: path) }
-        guard flags & piflash_O_DIRECT != 0 else { return try body() }
-        guard fcntl(fd, F_SETFL, flags & ~piflash_O_DIRECT) == 0 else {
-            throw PiflashError.system("fcntl(F_SETFL)", errno: errno, path: path)
-        }
-        defer { _ = fcntl(fd, F_SETFL, flags) }
-        return try body()
     }
 
     /// The table type, its id and its partitions (without filesystems) as `probe` reads them.
